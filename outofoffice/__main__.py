@@ -1,0 +1,3 @@
+from outofoffice.cli import main
+
+main()

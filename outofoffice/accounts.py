@@ -1,0 +1,470 @@
+"""Accounts: signup, slug rules and holds, magic links, sessions, disable/enable.
+
+Magic links and sessions are bearer tokens: only their sha256 is stored. A link is
+consumed by a POST (mail scanners follow GET links), once, within its TTL.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import zoneinfo
+from datetime import timedelta
+from functools import cache
+
+from outofoffice import clock, db
+from outofoffice.instance import Instance
+from outofoffice.keys import hash_token, new_token
+from outofoffice.mail import outbox
+from outofoffice.models import Account, Category, Invite, MagicLink, Session, SlugHold
+from outofoffice.policy import INVITE_DAYS, NAME_MAX
+from outofoffice.templating import render_email
+
+# industry -> (label, subjects label, caller label)
+INDUSTRIES: dict[str, tuple[str, str, str]] = {
+    "property_management": ("Property management", "Properties", "Tenant"),
+    "legal": ("Legal", "Matters", "Client"),
+    "it_services": ("IT services", "Clients", "Client"),
+    "home_services": ("Home services", "Customers", "Customer"),
+    "other": ("Other", "Customers", "Customer"),
+}
+
+# Seeded at signup so a new firm's routing page makes sense on day one.
+DEFAULT_CATEGORIES: dict[str, list[tuple[str, str, bool]]] = {
+    "property_management": [
+        ("Plumbing", "Water leaking? Shut the water valve under the sink or at the main.", True),
+        ("Heating", "No heat: check the thermostat and the breaker first.", True),
+        ("Electrical", "Sparks or burning smell? Switch off at the breaker and call 911.", True),
+        ("Locked out", "Have your ID ready; the locksmith will ask for it.", False),
+        ("Other", "", False),
+    ],
+    "legal": [
+        ("Arrest or detention", "Say nothing to the police until you have spoken to us.", True),
+        ("Urgent deadline", "Tell us the deadline and the court or office.", True),
+        ("Other", "", False),
+    ],
+    "it_services": [
+        ("Outage", "Tell us what is down and since when.", True),
+        ("Security incident", "Disconnect the affected machine from the network.", True),
+        ("Other", "", False),
+    ],
+    "home_services": [
+        ("Plumbing", "Shut the water at the main valve if you can.", True),
+        ("Heating and cooling", "Check the thermostat and the breaker first.", True),
+        ("Electrical", "Sparks or burning smell? Switch off at the breaker and call 911.", True),
+        ("Other", "", False),
+    ],
+    "other": [
+        ("Urgent", "If anyone is in danger, call 911 first.", True),
+        ("Other", "", False),
+    ],
+}
+
+RESERVED_SLUGS = frozenset(
+    [
+        "www",
+        "admin",
+        "administrator",
+        "api",
+        "app",
+        "apps",
+        "mail",
+        "email",
+        "smtp",
+        "imap",
+        "pop",
+        "static",
+        "assets",
+        "media",
+        "status",
+        "help",
+        "support",
+        "docs",
+        "doc",
+        "blog",
+        "about",
+        "contact",
+        "privacy",
+        "terms",
+        "legal",
+        "security",
+        "login",
+        "logout",
+        "signup",
+        "signin",
+        "register",
+        "auth",
+        "account",
+        "accounts",
+        "dashboard",
+        "billing",
+        "settings",
+        "root",
+        "dev",
+        "test",
+        "staging",
+        "demo",
+        "cdn",
+        "ftp",
+        "ns",
+        "ns1",
+        "ns2",
+        "webmail",
+        "healthz",
+        "health",
+        "metrics",
+        "outofoffice",
+        "r",
+        "s",
+        "v",
+        "new",
+        "null",
+        "undefined",
+    ]
+)
+
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,38}[a-z0-9])$")
+EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?\.[a-z]{2,}$")
+
+SIGNUP_FIELDS = ("email", "name", "business_name", "slug", "industry", "timezone")
+
+
+class ValidationError(Exception):
+    """Bad input; ``errors`` maps each field to what to fix."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+class LinkError(Exception):
+    """A magic link that is unknown, used, or expired (one answer for all three)."""
+
+
+@cache
+def timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def normalise_email(value: str) -> str:
+    return value.strip().lower()
+
+
+def _text_problem(value: str, what: str, maximum: int = NAME_MAX) -> str | None:
+    if not value.strip():
+        return f"Enter {what}."
+    if len(value) > maximum:
+        return f"Use at most {maximum} characters for {what}."
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        return f"Remove control characters from {what}."
+    return None
+
+
+def email_problem(email: str) -> str | None:
+    if not EMAIL.match(email) or len(email) > 254:
+        return "Enter an email address such as owner@example.com."
+    return None
+
+
+def slug_problem(slug: str) -> str | None:
+    """Why this slug cannot be taken now, or None."""
+    if not SLUG.match(slug):
+        return (
+            "Use 3 to 40 lowercase letters, digits and hyphens, "
+            "starting and ending with a letter or digit."
+        )
+    if slug in RESERVED_SLUGS:
+        return "That address is reserved; choose another."
+    if Account.select().where(Account.slug == slug).exists():
+        return "That address is taken; choose another."
+    if SlugHold.select().where(SlugHold.slug == slug, SlugHold.expires_at > clock.now()).exists():
+        return "That address was recently in use and is on hold; choose another."
+    return None
+
+
+def clean_signup(form: dict[str, str]) -> dict[str, str]:
+    """Validated, normalised signup data; raises ValidationError with every problem."""
+    data = {k: str(form.get(k, "")).strip() for k in SIGNUP_FIELDS}
+    data["email"] = normalise_email(data["email"])
+    data["slug"] = data["slug"].lower()
+    errors: dict[str, str] = {}
+    checks = {
+        "email": email_problem(data["email"]),
+        "name": _text_problem(data["name"], "your name"),
+        "business_name": _text_problem(data["business_name"], "the business name"),
+        "slug": slug_problem(data["slug"]),
+        "industry": None if data["industry"] in INDUSTRIES else "Choose an industry.",
+        "timezone": None
+        if data["timezone"] in timezones()
+        else "Choose a time zone such as Europe/London or America/New_York.",
+    }
+    errors = {k: v for k, v in checks.items() if v}
+    if errors:
+        raise ValidationError(errors)
+    return data
+
+
+def create_account(**fields: str) -> Account:
+    """Create an account and seed its industry's categories (one transaction)."""
+    data = clean_signup(fields)
+    with db.write():
+        if Account.select().where(Account.email == data["email"]).exists():
+            raise ValidationError({"email": "An account with this email already exists."})
+        account = Account.create(**data)
+        for position, (name, description, emergency) in enumerate(
+            DEFAULT_CATEGORIES[data["industry"]]
+        ):
+            Category.create(
+                account=account,
+                name=name,
+                description=description,
+                emergency=emergency,
+                position=position,
+            )
+    return account
+
+
+def find(email_or_slug: str) -> Account | None:
+    key = email_or_slug.strip().lower()
+    return Account.get_or_none((Account.slug == key) | (Account.email == key))
+
+
+def set_status(slug: str, status: str) -> Account:
+    """Disable or re-enable an account; disabling ends its sessions at once."""
+    with db.write():
+        account = Account.get_or_none(Account.slug == slug)
+        if account is None:
+            raise LookupError(f"no account with slug {slug!r}")
+        account.status = status
+        account.save()
+        if status != "active":
+            Session.delete().where(Session.account == account).execute()
+    return account
+
+
+# --- magic links -----------------------------------------------------------------------
+
+
+def _issue_link(instance: Instance, purpose: str, email: str, account=None, payload=None) -> str:
+    token = new_token()
+    now = clock.now()
+    MagicLink.create(
+        token_hash=hash_token(token),
+        purpose=purpose,
+        account=account,
+        email=email,
+        payload=payload,
+        created_at=now,
+        expires_at=now + timedelta(minutes=instance.config.retention.magic_link_minutes),
+    )
+    return token
+
+
+def login_link(instance: Instance, account: Account) -> str:
+    """A one-time sign-in URL, for the admin's CLI."""
+    with db.write():
+        token = _issue_link(instance, "login", account.email, account=account)
+    return instance.url(f"/auth/{token}")
+
+
+def _queue_link_email(
+    instance: Instance, template: str, to: str, token: str, account=None, **context
+) -> None:
+    text, html = render_email(
+        template,
+        url=instance.url(f"/auth/{token}"),
+        minutes=instance.config.retention.magic_link_minutes,
+        operator=instance.config.operator,
+        **context,
+    )
+    subject = {
+        "login": f"Sign in to {instance.config.operator.name}",
+        "signup": f"Confirm your new {instance.config.operator.name} account",
+    }[template]
+    outbox.enqueue(
+        instance.keys,
+        sender=instance.sender,
+        to=to,
+        subject=subject,
+        text=text,
+        html=html,
+        kind=template,
+        account=account,
+        lifetime=timedelta(minutes=instance.config.retention.magic_link_minutes),
+    )
+
+
+def request_login(instance: Instance, email: str) -> None:
+    """Queue a sign-in link if the address belongs to an active account.
+
+    The caller answers the same either way, and nothing is sent inside the request,
+    so neither the page nor its timing tells whether the address exists.
+    """
+    email = normalise_email(email)
+    with db.write():
+        account = Account.get_or_none(Account.email == email)
+        if account is None or account.status != "active":
+            return
+        token = _issue_link(instance, "login", email, account=account)
+        _queue_link_email(
+            instance, "login", email, token, account=account, business=account.business_name
+        )
+    outbox.wake()
+
+
+def request_signup(instance: Instance, form: dict[str, str], invite: str = "") -> None:
+    """Validate a signup and email a confirmation link; the account is created only
+    when the link is used, so an unconfirmed signup holds no slug."""
+    data = clean_signup(form)
+    if instance.config.server.signup == "invite":
+        if not _valid_invite(invite, data["email"]):
+            raise ValidationError({"invite": "This invitation is not valid any more."})
+        data["invite"] = hash_token(invite)
+    with db.write():
+        existing = Account.get_or_none(Account.email == data["email"])
+        if existing is not None:
+            # Same answer as a new signup; the owner gets a sign-in link instead.
+            token = _issue_link(instance, "login", existing.email, account=existing)
+            _queue_link_email(
+                instance,
+                "login",
+                existing.email,
+                token,
+                account=existing,
+                business=existing.business_name,
+            )
+        else:
+            token = _issue_link(instance, "signup", data["email"], payload=data)
+            _queue_link_email(
+                instance, "signup", data["email"], token, business=data["business_name"]
+            )
+    outbox.wake()
+
+
+def _live_link(token: str) -> MagicLink | None:
+    link = MagicLink.get_or_none(MagicLink.token_hash == hash_token(token))
+    if link is None or link.used_at is not None or link.expires_at <= clock.now():
+        return None
+    return link
+
+
+def peek_link(token: str) -> MagicLink:
+    """The link behind a token, without consuming it (for the GET confirm page)."""
+    link = _live_link(token)
+    if link is None:
+        raise LinkError(token)
+    return link
+
+
+def link_business_name(link: MagicLink) -> str:
+    if link.purpose == "signup":
+        return link.payload["business_name"]
+    return link.account.business_name
+
+
+def consume_link(instance: Instance, token: str) -> tuple[Account, str]:
+    """Use a magic link once: create the account (signup) and start a session."""
+    with db.write():
+        link = _live_link(token)
+        if link is None:
+            raise LinkError(token)
+        used = (
+            MagicLink.update(used_at=clock.now(), payload=None)
+            .where(MagicLink.id == link.id, MagicLink.used_at.is_null())
+            .execute()
+        )
+        if used != 1:
+            raise LinkError(token)
+        if link.purpose == "signup":
+            account = _create_from_signup(link.payload)
+        else:
+            account = link.account
+            if account.status != "active":
+                raise LinkError(token)
+        session_token = start_session(instance, account)
+    return account, session_token
+
+
+def _create_from_signup(payload: dict) -> Account:
+    invite_hash = payload.pop("invite", None)
+    if invite_hash:
+        used = (
+            Invite.update(used_at=clock.now())
+            .where(
+                Invite.token_hash == invite_hash,
+                Invite.used_at.is_null(),
+                Invite.expires_at > clock.now(),
+            )
+            .execute()
+        )
+        if used != 1:
+            raise ValidationError({"invite": "This invitation was used already."})
+    return create_account(**payload)
+
+
+# --- invitations (signup = "invite") ---------------------------------------------------
+
+
+def create_invite(instance: Instance, email: str = "") -> str:
+    """A single-use signup URL, optionally only for one address."""
+    email = normalise_email(email)
+    if email and (problem := email_problem(email)):
+        raise ValidationError({"email": problem})
+    token = new_token()
+    now = clock.now()
+    with db.write():
+        Invite.create(
+            token_hash=hash_token(token),
+            email=email,
+            created_at=now,
+            expires_at=now + timedelta(days=INVITE_DAYS),
+        )
+    return instance.url(f"/signup?invite={token}")
+
+
+def _valid_invite(token: str, email: str | None = None) -> bool:
+    if not token:
+        return False
+    invite = Invite.get_or_none(Invite.token_hash == hash_token(token))
+    if invite is None or invite.used_at is not None or invite.expires_at <= clock.now():
+        return False
+    return not (invite.email and email is not None and invite.email != email)
+
+
+def invite_is_valid(token: str) -> bool:
+    return _valid_invite(token)
+
+
+# --- sessions --------------------------------------------------------------------------
+
+
+def start_session(instance: Instance, account: Account) -> str:
+    """A fresh random token at every sign-in (no fixation); only its hash is kept."""
+    token = new_token()
+    now = clock.now()
+    Session.create(
+        token_hash=hash_token(token),
+        account=account,
+        created_at=now,
+        expires_at=now + timedelta(days=instance.config.retention.session_days),
+    )
+    return token
+
+
+def session_account(token: str) -> tuple[Session, Account] | None:
+    if not token:
+        return None
+    session = (
+        Session.select(Session, Account)
+        .join(Account)
+        .where(Session.token_hash == hash_token(token), Session.expires_at > clock.now())
+        .first()
+    )
+    if session is None or session.account.status != "active":
+        return None
+    return session, session.account
+
+
+def end_session(token: str) -> None:
+    with db.write():
+        Session.delete().where(Session.token_hash == hash_token(token)).execute()

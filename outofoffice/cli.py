@@ -1,0 +1,365 @@
+"""The `outofoffice` command: each subcommand loads config, calls domain code, prints.
+
+Errors are one line on stderr and a non-zero exit (click.ClickException).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from outofoffice import __version__, accounts, config, db, migrations
+from outofoffice.instance import Instance, InstanceError
+from outofoffice.mail import MailError, Message, outbox
+
+log = logging.getLogger("outofoffice")
+
+
+class State:
+    """The global --config option; the config is loaded only when a command needs it."""
+
+    def __init__(self, config_file: str | None):
+        self.config_file = config_file
+        self._config: config.Config | None = None
+
+    @property
+    def config(self) -> config.Config:
+        if self._config is None:
+            try:
+                self._config = config.load(self.config_file)
+            except config.ConfigError as exc:
+                raise click.ClickException(str(exc)) from None
+        return self._config
+
+    def instance(self, *, migrate: bool = False, create: bool = False) -> Instance:
+        try:
+            return Instance.open(self.config, migrate=migrate, create=create)
+        except InstanceError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def _setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    help="Config file (else $OUTOFOFFICE_CONFIG, ./config.toml, /etc/outofoffice/config.toml, "
+    "built-in defaults).",
+)
+@click.version_option(__version__, prog_name="outofoffice")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None) -> None:
+    """Out of Office Pro: after-hours request routing for small firms."""
+    ctx.obj = State(config_file)
+
+
+# --- setting up and running ------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Data folder to create.")
+@click.option("--base-url", help="Public URL, e.g. https://help.example.com.")
+@pass_state
+def init(state: State, data_dir: str | None, base_url: str | None) -> None:
+    """Write a config file, create the data folder, the secret key and the database."""
+    target = Path(state.config_file or os.environ.get(config.ENV_VAR) or config.LOCAL_CONFIG)
+    target = target.resolve()
+    if target.exists():
+        raise click.ClickException(f"{target} exists already; not overwriting it")
+    data = Path(data_dir or "outofoffice-data").resolve()
+    url = base_url or config.default("server", "base_url")
+    try:
+        server = config.initial_server(url)
+        cfg = config.from_mapping({"server": server, "storage": {"data_dir": str(data)}}, target)
+    except config.ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "x", encoding="utf-8") as fh:
+            fh.write(config.render_initial(server, data))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {target}: {exc.strerror}") from None
+    state._config = cfg
+    state.instance(migrate=True, create=True)
+    click.echo(f"wrote {target}")
+    click.echo(f"data folder {cfg.data_dir}, secret key {cfg.secret_key_path} (mode 0600)")
+    click.echo(f"next: outofoffice --config {target} serve")
+
+
+@cli.command()
+@click.option("--host", help="Listen address (default: [server] host).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: [server] port).")
+@click.option("--no-scheduler", is_flag=True, help="Serve only; run `outofoffice worker` too.")
+@pass_state
+def serve(state: State, host: str | None, port: int | None, no_scheduler: bool) -> None:
+    """Serve the web app (and, unless told not to, deliver email and run timers)."""
+    from outofoffice.scheduler import SchedulerLocked
+    from outofoffice.server import serve as run_server
+
+    _setup_logging()
+    log.info("%s", state.config.announcement)
+    inst = state.instance(migrate=True, create=True)
+    try:
+        run_server(
+            inst,
+            host or state.config.server.host,
+            port or state.config.server.port,
+            with_scheduler=not no_scheduler,
+        )
+    except SchedulerLocked as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen: {exc.strerror or exc}") from None
+
+
+@cli.command()
+@pass_state
+def worker(state: State) -> None:
+    """Run only the scheduler (email delivery and timers), for split deployments."""
+    from outofoffice.scheduler import Scheduler, SchedulerLocked
+
+    _setup_logging()
+    log.info("%s", state.config.announcement)
+    scheduler = Scheduler(state.instance(migrate=True, create=True))
+    try:
+        scheduler.start()
+    except SchedulerLocked as exc:
+        raise click.ClickException(str(exc)) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        scheduler.stop()
+
+
+@cli.command()
+@pass_state
+def migrate(state: State) -> None:
+    """Bring the database schema up to date."""
+    try:
+        db.bind(state.config)
+        with db.connection():
+            applied = migrations.migrate()
+    except (db.DatabaseError, migrations.SchemaError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for step in applied:
+        click.echo(f"applied {step}")
+    click.echo(f"the database is at schema version {migrations.LATEST}")
+
+
+@cli.command()
+@click.option("--send-test-email", metavar="ADDR", help="Also send a test email to ADDR now.")
+@click.option("--show-config", is_flag=True, help="Print the effective config, secrets hidden.")
+@pass_state
+def check(state: State, send_test_email: str | None, show_config: bool) -> None:
+    """Check the config, the data folder, the database and the mail backend."""
+    cfg = state.config
+    click.echo(f"config: ok ({cfg.announcement})")
+    if show_config:
+        click.echo(config.dump(cfg), nl=False)
+    if not cfg.data_dir.is_dir() or not os.access(cfg.data_dir, os.W_OK):
+        raise click.ClickException(
+            f"[storage] data_dir: {cfg.data_dir} is missing or not writable "
+            "(run `outofoffice init`)"
+        )
+    click.echo(f"data folder: ok ({cfg.data_dir})")
+    inst = state.instance(create=False)
+    click.echo(f"secret key: ok ({cfg.secret_key_path})")
+    click.echo(f"database: ok ({cfg.database_url}, schema version {migrations.LATEST})")
+    problems = inst.mailer.problems()
+    if problems:
+        raise click.ClickException(problems[0])
+    click.echo(f"mail: ok ({inst.mailer.describe()})")
+    if send_test_email:
+        if problem := accounts.email_problem(accounts.normalise_email(send_test_email)):
+            raise click.ClickException(f"--send-test-email: {problem}")
+        message = Message(
+            sender=inst.sender,
+            to=send_test_email,
+            subject=f"Test email from {cfg.operator.name}",
+            text="This is a test email from `outofoffice check`. Mail works.",
+            html="<p>This is a test email from <code>outofoffice check</code>. Mail works.</p>",
+            message_id=outbox.new_message_id(inst.sender),
+        )
+        try:
+            inst.mailer.send(message)
+        except MailError as exc:
+            raise click.ClickException(f"test email not sent: {exc}") from None
+        click.echo(f"test email: sent to {send_test_email}")
+    click.echo("all checks passed")
+
+
+# --- accounts --------------------------------------------------------------------------
+
+
+@cli.group("accounts")
+def accounts_group() -> None:
+    """Create, list, inspect, disable and enable accounts."""
+
+
+def _account_dict(account) -> dict:
+    return {
+        "slug": account.slug,
+        "email": account.email,
+        "name": account.name,
+        "business_name": account.business_name,
+        "industry": account.industry,
+        "timezone": account.timezone,
+        "status": account.status,
+        "created_at": account.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _get_account(slug_or_email: str):
+    account = accounts.find(slug_or_email)
+    if account is None:
+        raise click.ClickException(f"no account with slug or email {slug_or_email!r}")
+    return account
+
+
+@accounts_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def accounts_list(state: State, as_json: bool) -> None:
+    """List every account."""
+    from outofoffice.models import Account
+
+    state.instance()
+    with db.connection():
+        rows = [_account_dict(a) for a in Account.select().order_by(Account.slug)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no accounts")
+    for row in rows:
+        click.echo(
+            f"{row['slug']:<24} {row['status']:<9} {row['email']:<32} {row['business_name']}"
+        )
+
+
+@accounts_group.command("create")
+@click.option("--email", required=True, help="The owner's email address.")
+@click.option("--name", required=True, help="The owner's name.")
+@click.option("--business", required=True, help="The business name callers see.")
+@click.option("--slug", required=True, help="Routing page address: 3-40 of a-z, 0-9, -.")
+@click.option(
+    "--industry",
+    required=True,
+    type=click.Choice(list(accounts.INDUSTRIES)),
+    help="Sets labels and default categories.",
+)
+@click.option("--timezone", default="UTC", show_default=True, help="IANA time zone.")
+@pass_state
+def accounts_create(state, email, name, business, slug, industry, timezone) -> None:
+    """Create an account (no email is sent; use login-link to sign in)."""
+    inst = state.instance()
+    with db.connection():
+        try:
+            account = accounts.create_account(
+                email=email,
+                name=name,
+                business_name=business,
+                slug=slug,
+                industry=industry,
+                timezone=timezone,
+            )
+        except accounts.ValidationError as exc:
+            field, problem = next(iter(exc.errors.items()))
+            option = "--business" if field == "business_name" else f"--{field}"
+            raise click.ClickException(f"{option}: {problem}") from None
+    click.echo(f"created {account.slug}: {inst.routing_url(account.slug)}")
+
+
+@accounts_group.command("login-link")
+@click.argument("email_or_slug")
+@pass_state
+def accounts_login_link(state: State, email_or_slug: str) -> None:
+    """Print a one-time sign-in URL for an account."""
+    inst = state.instance()
+    with db.connection():
+        account = _get_account(email_or_slug)
+        if account.status != "active":
+            raise click.ClickException(f"{account.slug} is {account.status}; enable it first")
+        click.echo(accounts.login_link(inst, account))
+
+
+@accounts_group.command("show")
+@click.argument("slug")
+@pass_state
+def accounts_show(state: State, slug: str) -> None:
+    """Show one account."""
+    from outofoffice.models import Dispatch, Vendor
+
+    inst = state.instance()
+    with db.connection():
+        account = _get_account(slug)
+        info = _account_dict(account) | {
+            "routing_page": inst.routing_url(account.slug),
+            "vendors": Vendor.select().where(Vendor.account == account).count(),
+            "dispatches": Dispatch.select().where(Dispatch.account == account).count(),
+        }
+    for key, value in info.items():
+        click.echo(f"{key + ':':<16}{value}")
+
+
+def _set_status(state: State, slug: str, status: str) -> None:
+    state.instance()
+    with db.connection():
+        try:
+            account = accounts.set_status(slug, status)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"{account.slug} is {status}")
+
+
+@accounts_group.command("disable")
+@click.argument("slug")
+@pass_state
+def accounts_disable(state: State, slug: str) -> None:
+    """Disable an account: its owner is signed out and its routing page closes."""
+    _set_status(state, slug, "disabled")
+
+
+@accounts_group.command("enable")
+@click.argument("slug")
+@pass_state
+def accounts_enable(state: State, slug: str) -> None:
+    """Enable a disabled account again."""
+    _set_status(state, slug, "active")
+
+
+@accounts_group.command("invite")
+@click.option("--email", default="", help="Only this address may use the invitation.")
+@pass_state
+def accounts_invite(state: State, email: str) -> None:
+    """Print a single-use signup URL (for [server] signup = "invite")."""
+    inst = state.instance()
+    with db.connection():
+        try:
+            click.echo(accounts.create_invite(inst, email))
+        except accounts.ValidationError as exc:
+            raise click.ClickException(f"--email: {exc.errors['email']}") from None
+
+
+def main() -> None:
+    cli(prog_name="outofoffice")

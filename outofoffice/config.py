@@ -1,0 +1,649 @@
+"""The configuration: one schema, TOML in, frozen sections out.
+
+Every key has a type, a default, a help text and a validator in ``SCHEMA``; the
+example config, the loader, the checks and the redacted dump all read it, so a key
+cannot be documented one way and parsed another. Errors name the file, the
+``[section]`` and the key, and say what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, make_dataclass
+from email.utils import parseaddr
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from outofoffice import policy
+
+ENV_VAR = "OUTOFOFFICE_CONFIG"
+SYSTEM_CONFIG = Path("/etc/outofoffice/config.toml")
+LOCAL_CONFIG = Path("config.toml")
+
+
+class ConfigError(Exception):
+    """A bad config: the message is one line an admin can act on."""
+
+    def __init__(self, message: str, source: Path | None = None, where: str = ""):
+        self.source = source
+        self.where = where
+        origin = str(source) if source else "built-in defaults"
+        super().__init__(f"{origin}: {where}: {message}" if where else f"{origin}: {message}")
+
+
+# --- validators: each returns a problem ("must be ...") or None -----------------------
+
+
+def _url(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an http:// or https:// URL such as https://help.example.com, got {value!r}"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"must be scheme://host[:port] with no path, got {value!r}"
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return f"has a bad port: {value!r}"
+    return None
+
+
+def _ip_or_empty(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        ip_address(value)
+    except ValueError:
+        return f"must be the IP address of the reverse proxy (or empty), got {value!r}"
+    return None
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+def _domain_or_empty(value: str) -> str | None:
+    if value and not _HOSTNAME.match(value):
+        return f"must be a domain name such as help.example.com (or empty), got {value!r}"
+    return None
+
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def _email(value: str) -> str | None:
+    return None if _EMAIL.match(value) else f"must be an email address, got {value!r}"
+
+
+def _mailbox(value: str) -> str | None:
+    name, addr = parseaddr(value)
+    if not _EMAIL.match(addr) or any(c in value for c in "\r\n"):
+        return f'must be an address such as "Firm <noreply@example.com>", got {value!r}'
+    return None
+
+
+def _nonempty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _database(value: str) -> str | None:
+    if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        return (
+            f"must be empty (SQLite in data_dir), sqlite:///PATH or postgresql://..., got {value!r}"
+        )
+    return None
+
+
+def _ga_id(value: str) -> str | None:
+    if value and not re.match(r"^(G|UA|GT|AW)-[A-Z0-9-]{4,20}$", value):
+        return f"must be empty or a Google Analytics id such as G-ABC123XYZ, got {value!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    check: Callable[[Any], str | None] | None = None
+    secret: bool = False  # redacted in dumps; may come from a "<name>_file"
+    path: bool = False  # relative values resolve against the config file's folder
+    promise: str = ""  # the privacy promise a larger value would break
+
+    @property
+    def attr(self) -> str:
+        return f"{self.name}_" if keyword.iskeyword(self.name) else self.name
+
+
+def _retention(name: str, default: int, unit: str, what: str, minimum: int = 1) -> Key:
+    return Key(
+        name,
+        int,
+        default,
+        f"{what}, in {unit}; at most {default} (the privacy promise)",
+        minimum=minimum,
+        maximum=default,
+        promise=f"{default} {unit}",
+    )
+
+
+def _limit(name: str, default: int, what: str) -> Key:
+    return Key(name, int, default, what, minimum=1, maximum=1_000_000)
+
+
+SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
+    "server": (
+        "The web server.",
+        (
+            Key(
+                "base_url",
+                str,
+                "http://127.0.0.1:8080",
+                "Public URL of this instance; every emailed link starts with it. "
+                "https:// turns on Secure cookies and HSTS.",
+                check=_url,
+            ),
+            Key("host", str, "127.0.0.1", "Address to listen on.", check=_nonempty),
+            Key("port", int, 8080, "Port to listen on.", minimum=1, maximum=65535),
+            Key("threads", int, 8, "Worker threads serving requests.", minimum=1, maximum=256),
+            Key(
+                "trusted_proxy",
+                str,
+                "",
+                "IP address of a reverse proxy whose X-Forwarded-* headers are honoured; "
+                "empty: those headers are ignored.",
+                check=_ip_or_empty,
+            ),
+            Key(
+                "routing_pages",
+                str,
+                "path",
+                'Where routing pages live: "path" = <base_url>/r/<slug>, '
+                '"subdomain" = <scheme>://<slug>.<domain>/.',
+                choices=("path", "subdomain"),
+            ),
+            Key(
+                "domain",
+                str,
+                "",
+                "Parent domain of the routing pages; required in subdomain mode.",
+                check=_domain_or_empty,
+            ),
+            Key(
+                "signup",
+                str,
+                "open",
+                'Who may create an account: "open" = anyone, "invite" = holders of an '
+                'invitation from "outofoffice accounts invite", "closed" = only the admin '
+                '("outofoffice accounts create").',
+                choices=("open", "invite", "closed"),
+            ),
+        ),
+    ),
+    "operator": (
+        "Who runs this instance; shown on /privacy and in emails.",
+        (
+            Key("name", str, "Out of Office Pro", "Operator name.", check=_nonempty),
+            Key("contact_email", str, "admin@localhost", "Operator contact.", check=_email),
+        ),
+    ),
+    "storage": (
+        "Where data lives.",
+        (
+            Key(
+                "data_dir",
+                str,
+                "./outofoffice-data",
+                "Data folder: the database, the secret key, the mail folder. A relative "
+                "path is taken from the config file's folder (or the current folder when "
+                "running on built-in defaults).",
+                check=_nonempty,
+                path=True,
+            ),
+            Key(
+                "database",
+                str,
+                "",
+                "Database URL; empty means SQLite at <data_dir>/outofoffice.db.",
+                check=_database,
+            ),
+        ),
+    ),
+    "security": (
+        "Keys.",
+        (
+            Key(
+                "secret_key_file",
+                str,
+                "",
+                "File holding the secret key; empty means <data_dir>/secret.key, created "
+                "with mode 0600 on first start.",
+                path=True,
+            ),
+        ),
+    ),
+    "mail": (
+        "Outgoing email.",
+        (
+            Key(
+                "backend",
+                str,
+                "console",
+                '"console" prints messages to the log, "file" writes .eml files, '
+                '"smtp" and "resend" send them.',
+                choices=("console", "file", "smtp", "resend"),
+            ),
+            Key(
+                "from",
+                str,
+                "Out of Office Pro <noreply@localhost>",
+                "Sender of every email.",
+                check=_mailbox,
+            ),
+        ),
+    ),
+    "mail.file": (
+        "The file backend: one RFC 5322 .eml file per message.",
+        (
+            Key(
+                "path",
+                str,
+                "",
+                "Folder for .eml files; empty means <data_dir>/mail.",
+                path=True,
+            ),
+        ),
+    ),
+    "mail.smtp": (
+        "The smtp backend.",
+        (
+            Key("host", str, "localhost", "SMTP server.", check=_nonempty),
+            Key("port", int, 587, "SMTP port.", minimum=1, maximum=65535),
+            Key("username", str, "", "Login name; empty means no login."),
+            Key("password", str, "", "Password (or use password_file).", secret=True),
+            Key(
+                "security",
+                str,
+                "starttls",
+                '"starttls" upgrades the connection, "ssl" connects with TLS, '
+                '"none" sends in the clear (loopback relays only).',
+                choices=("starttls", "ssl", "none"),
+            ),
+            Key("timeout", int, 10, "Seconds to wait for the server.", minimum=1, maximum=300),
+        ),
+    ),
+    "mail.resend": (
+        "The resend backend.",
+        (
+            Key("api_key", str, "", "Resend API key (or use api_key_file).", secret=True),
+            Key("api_url", str, "https://api.resend.com", "Resend API address.", check=_url),
+        ),
+    ),
+    "retention": (
+        "How long personal data is kept. The defaults are the privacy promises; "
+        "a longer period is refused.",
+        (
+            _retention(
+                "magic_link_minutes", policy.MAGIC_LINK_MINUTES, "minutes", "Sign-in links live"
+            ),
+            _retention("session_days", policy.SESSION_DAYS, "days", "Sessions live"),
+            _retention("ip_days", policy.IP_DAYS, "days", "IP addresses are kept"),
+            _retention(
+                "server_log_days", policy.SERVER_LOG_DAYS, "days", "Raw server logs are kept"
+            ),
+            _retention(
+                "slug_hold_days",
+                policy.SLUG_HOLD_DAYS,
+                "days",
+                "A cancelled or deleted account's slug is held",
+            ),
+            _retention(
+                "deletion_days",
+                policy.DELETION_DAYS,
+                "days",
+                "A requested account deletion is done within",
+                minimum=0,
+            ),
+        ),
+    ),
+    "abuse": (
+        "Rate limits.",
+        (
+            _limit("dispatches_per_ip_per_hour", 10, "Requests one address may send per hour."),
+            _limit(
+                "dispatches_per_account_per_hour", 200, "Requests one firm may receive per hour."
+            ),
+            _limit(
+                "login_emails_per_address_per_hour", 5, "Sign-in emails to one address per hour."
+            ),
+            _limit("login_emails_per_ip_per_hour", 20, "Sign-in emails one IP may ask for."),
+        ),
+    ),
+    "billing": (
+        "Billing.",
+        (
+            Key(
+                "provider",
+                str,
+                "none",
+                '"none" or "stripe".',
+                choices=("none", "stripe"),
+            ),
+        ),
+    ),
+    "analytics": (
+        "Analytics, only on the marketing pages (/ and /privacy), never for browsers "
+        "that send DNT or Sec-GPC.",
+        (
+            Key(
+                "google_analytics_id",
+                str,
+                "",
+                "Google Analytics id; empty means none.",
+                check=_ga_id,
+            ),
+        ),
+    ),
+}
+
+FILE_SUFFIX = "_file"
+
+
+def default(section: str, name: str) -> Any:
+    return next(k.default for k in SCHEMA[section][1] if k.name == name)
+
+
+def _section_type(section: str) -> type:
+    keys = SCHEMA[section][1]
+    fields = [(k.attr, k.kind, field(repr=not k.secret)) for k in keys]
+    subs = [s.split(".", 1)[1] for s in SCHEMA if s.startswith(section + ".")]
+    fields += [(sub, Any) for sub in subs]
+    name = "".join(p.capitalize() for p in section.split(".")) + "Section"
+    return make_dataclass(name, fields, frozen=True)
+
+
+_TYPES = {section: _section_type(section) for section in SCHEMA}
+TOP_SECTIONS = [s for s in SCHEMA if "." not in s]
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration. Paths in it are absolute."""
+
+    source: Path | None
+    server: Any
+    operator: Any
+    storage: Any
+    security: Any
+    mail: Any
+    retention: Any
+    abuse: Any
+    billing: Any
+    analytics: Any
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.storage.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        return self.storage.database or f"sqlite:///{self.data_dir / 'outofoffice.db'}"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return Path(self.security.secret_key_file or self.data_dir / "secret.key")
+
+    @property
+    def mail_dir(self) -> Path:
+        return Path(self.mail.file.path or self.data_dir / "mail")
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url.rstrip("/")
+
+    @property
+    def https(self) -> bool:
+        return self.base_url.startswith("https://")
+
+    @property
+    def announcement(self) -> str:
+        if self.source:
+            return f"using config file {self.source}"
+        return (
+            f"no config file found ({', '.join(str(p) for p in search_path())}); running on "
+            f"built-in defaults: data in {self.data_dir}, {self.mail.backend} mailer"
+        )
+
+
+def _describe(key: Key) -> str:
+    if key.choices:
+        return "one of " + ", ".join(f'"{c}"' for c in key.choices)
+    if key.kind is int:
+        return f"an integer from {key.minimum} to {key.maximum}"
+    if key.kind is bool:
+        return "true or false"
+    return "a string"
+
+
+def _value(key: Key, raw: Any, err: Callable[[str], ConfigError]) -> Any:
+    if key.kind is int and (isinstance(raw, bool) or not isinstance(raw, int)):
+        raise err(f"must be {_describe(key)}, got {raw!r}")
+    if key.kind is not int and not isinstance(raw, key.kind):
+        raise err(f"must be {_describe(key)}, got {raw!r}")
+    if key.choices and raw not in key.choices:
+        raise err(f"must be {_describe(key)}, got {raw!r}")
+    if key.kind is int and not (key.minimum <= raw <= key.maximum):
+        if key.promise and raw > key.maximum:
+            raise err(
+                f"{raw} is longer than the privacy promise of {key.promise}; "
+                f"use {key.minimum} to {key.maximum}"
+            )
+        raise err(f"must be {_describe(key)}, got {raw!r}")
+    if key.check and (problem := key.check(raw)):
+        raise err(problem)
+    return raw
+
+
+def _read_secret_file(path: Path, err: Callable[[str], ConfigError]) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise err(f"cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise err(f"{path} is empty")
+    return value
+
+
+def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Config:
+    """Validate parsed TOML into a Config; raises ConfigError on the first problem."""
+    base = source.parent if source else Path.cwd()
+
+    def error_for(section: str, name: str = "") -> Callable[[str], ConfigError]:
+        where = f"[{section}] {name}".strip()
+        return lambda message: ConfigError(message, source, where)
+
+    for name, value in data.items():
+        if name not in TOP_SECTIONS:
+            raise error_for(name)(
+                "unknown section; known sections: " + ", ".join(f"[{s}]" for s in TOP_SECTIONS)
+            )
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a [{name}] section", source, name)
+
+    def build(section: str, table: Mapping[str, Any]) -> Any:
+        keys = {k.name: k for k in SCHEMA[section][1]}
+        subs = {s.split(".", 1)[1]: s for s in SCHEMA if s.startswith(section + ".")}
+        secrets = {f"{k.name}{FILE_SUFFIX}": k for k in keys.values() if k.secret}
+        values: dict[str, Any] = {}
+        for name, raw in table.items():
+            if name in subs:
+                if not isinstance(raw, dict):
+                    raise error_for(section, name)(f"must be a [{subs[name]}] section")
+                continue
+            if name in secrets:
+                if not isinstance(raw, str):
+                    raise error_for(section, name)(f"must be a file path, got {raw!r}")
+                continue
+            if name not in keys:
+                known = sorted([*keys, *secrets, *subs])
+                raise error_for(section, name)("unknown key; known keys: " + ", ".join(known))
+            values[name] = _value(keys[name], raw, error_for(section, name))
+        for file_key, key in secrets.items():
+            if table.get(file_key):
+                err = error_for(section, file_key)
+                if table.get(key.name):
+                    raise err(f"set {key.name} or {file_key}, not both")
+                values[key.name] = _read_secret_file(base / table[file_key], err)
+        given = set(values)
+        for key in keys.values():
+            raw = values.get(key.name, key.default)
+            if key.path and raw:
+                raw = str(((base if key.name in given else Path.cwd()) / raw).resolve())
+            values[key.name] = raw
+        kwargs = {keys[n].attr: v for n, v in values.items()}
+        for sub, full in subs.items():
+            kwargs[sub] = build(full, table.get(sub, {}))
+        return _TYPES[section](**kwargs)
+
+    sections = {s: build(s, data.get(s, {})) for s in TOP_SECTIONS}
+    config = Config(source=source, **sections)
+    _cross_check(config, error_for)
+    return config
+
+
+def _cross_check(config: Config, error_for: Callable[..., Callable[[str], ConfigError]]) -> None:
+    if config.server.routing_pages == "subdomain" and not config.server.domain:
+        raise error_for("server", "domain")('is required when routing_pages = "subdomain"')
+    if config.mail.backend == "resend" and not config.mail.resend.api_key:
+        raise error_for("mail.resend", "api_key")(
+            'is required when backend = "resend" (or set api_key_file)'
+        )
+
+
+def search_path(env: Mapping[str, str] | None = None) -> list[Path]:
+    env = os.environ if env is None else env
+    found = [Path(env[ENV_VAR])] if env.get(ENV_VAR) else []
+    return [*found, LOCAL_CONFIG, SYSTEM_CONFIG]
+
+
+def locate(explicit: str | os.PathLike | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The config file to use, by SPEC section 4's order; None means built-in defaults."""
+    env = os.environ if env is None else env
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError("config file not found (given with --config)", path)
+        return path.resolve()
+    if env.get(ENV_VAR):
+        path = Path(env[ENV_VAR])
+        if not path.is_file():
+            raise ConfigError(f"config file not found (named by ${ENV_VAR})", path)
+        return path.resolve()
+    for path in (LOCAL_CONFIG, SYSTEM_CONFIG):
+        if path.is_file():
+            return path.resolve()
+    return None
+
+
+def load(explicit: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
+    path = locate(explicit, env)
+    if path is None:
+        return from_mapping({})
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path) from None
+    return from_mapping(data, path)
+
+
+# --- writing TOML: the example, the dump, the file init writes ----------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _comment(text: str, width: int = 88) -> list[str]:
+    lines, line = [], "#"
+    for word in text.split():
+        if len(line) + len(word) + 1 > width:
+            lines.append(line)
+            line = "#"
+        line += " " + word
+    return [*lines, line]
+
+
+def render_example() -> str:
+    """config.example.toml: every key, its default and its help, from the schema."""
+    out = [
+        "# Out of Office Pro configuration. Every key is shown with its default value.",
+        "# Copy the keys you change to /etc/outofoffice/config.toml (or ./config.toml).",
+        "# Unknown keys and bad values are refused with an error naming the key.",
+    ]
+    for section, (help_text, keys) in SCHEMA.items():
+        out += ["", *_comment(help_text), f"[{section}]"]
+        for key in keys:
+            out += _comment(key.help)
+            out.append(f"{key.name} = {_toml_value(key.default)}")
+            if key.secret:
+                out += [
+                    f'# {key.name}{FILE_SUFFIX} = ""  '
+                    f"# a file holding {key.name}, instead of {key.name}"
+                ]
+    return "\n".join(out) + "\n"
+
+
+def dump(config: Config) -> str:
+    """The effective configuration as TOML, secrets redacted."""
+    out: list[str] = []
+    for section, (_, keys) in SCHEMA.items():
+        obj: Any = config
+        for part in section.split("."):
+            obj = getattr(obj, part)
+        out += ["", f"[{section}]"] if out else [f"[{section}]"]
+        for key in keys:
+            value = getattr(obj, key.attr)
+            shown = "<redacted>" if key.secret and value else value
+            out.append(f"{key.name} = {_toml_value(shown)}")
+    return "\n".join(out) + "\n"
+
+
+def initial_server(base_url: str) -> dict[str, Any]:
+    """[server] keys for `init`: a plain-http base_url with a port is served directly,
+    so listen on that port; anything else sits behind a proxy on the default port."""
+    server: dict[str, Any] = {"base_url": base_url}
+    parts = urlsplit(base_url)
+    try:
+        port = parts.port
+    except ValueError:
+        return server  # from_mapping reports the bad URL
+    if parts.scheme == "http" and port:
+        server["port"] = port
+    return server
+
+
+def render_initial(server: Mapping[str, Any], data_dir: Path) -> str:
+    """The small config file `outofoffice init` writes."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in server.items()]
+    return (
+        "# Out of Office Pro configuration, written by `outofoffice init`.\n"
+        "# Every other key and its default: config.example.toml.\n\n"
+        "[server]\n" + "\n".join(lines) + "\n\n"
+        f"[storage]\ndata_dir = {_toml_value(str(data_dir))}\n"
+    )

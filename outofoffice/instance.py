@@ -1,0 +1,80 @@
+"""A running instance: validated config, the bound database, keys and the mailer.
+
+Built once per process (``serve``, ``worker``, each CLI command) and handed to the
+web app and the domain functions that need keys or mail.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+from outofoffice import db, keys, migrations
+from outofoffice.config import Config
+from outofoffice.mail import Mailer, mailer_for
+
+
+class InstanceError(Exception):
+    """The instance cannot start: the message says what to fix."""
+
+
+@dataclass
+class Instance:
+    config: Config
+    keys: keys.Keys
+
+    @classmethod
+    def open(cls, config: Config, *, migrate: bool = False, create: bool = True) -> Instance:
+        """Bind the database and load keys; ``create`` makes the data dir and key on
+        first start, ``migrate`` brings the schema up to date (else it must be)."""
+        if create:
+            try:
+                config.data_dir.mkdir(parents=True, exist_ok=True)
+                os.chmod(config.data_dir, 0o700)
+            except OSError as exc:
+                raise InstanceError(
+                    f"[storage] data_dir: cannot create {config.data_dir}: {exc.strerror}"
+                ) from None
+        try:
+            secret = (
+                keys.Keys.open(config.secret_key_path)
+                if create
+                else keys.Keys.load(config.secret_key_path)
+            )
+        except (keys.KeyFileError, OSError) as exc:
+            raise InstanceError(str(exc)) from None
+        try:
+            db.bind(config)
+            with db.connection():
+                if migrate:
+                    migrations.migrate()
+                else:
+                    migrations.require_current()
+        except db.DatabaseError as exc:
+            raise InstanceError(f"[storage] database: {exc}") from None
+        except migrations.SchemaError as exc:
+            raise InstanceError(str(exc)) from None
+        except Exception as exc:  # peewee/sqlite OperationalError and the like
+            raise InstanceError(f"cannot open the database {config.database_url}: {exc}") from None
+        return cls(config=config, keys=secret)
+
+    @cached_property
+    def mailer(self) -> Mailer:
+        return mailer_for(self.config)
+
+    @property
+    def sender(self) -> str:
+        return self.config.mail.from_
+
+    def url(self, path: str) -> str:
+        """Every emailed or printed URL comes from base_url, never from a request."""
+        return self.config.base_url + path
+
+    def routing_url(self, slug: str) -> str:
+        """The public address of an account's routing page (SPEC section 5)."""
+        server = self.config.server
+        if server.routing_pages == "subdomain":
+            scheme = self.config.base_url.split("://", 1)[0]
+            return f"{scheme}://{slug}.{server.domain}/"
+        return self.url(f"/r/{slug}")

@@ -1,0 +1,153 @@
+"""The secret key and everything derived from it.
+
+The key file holds one base64 key per line, newest first: the first encrypts and
+signs, the others still decrypt (rotation). Each purpose gets its own sub-key through
+HKDF, so a CSRF token can never be replayed as an action link.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+KEY_BYTES = 32
+PURPOSES = ("csrf", "action-link", "status-link", "form-token", "encryption", "phone-digest")
+
+
+class KeyFileError(Exception):
+    """The key file is missing, unreadable, malformed or too open."""
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """How every bearer token is stored: sha256, hex."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def same(a: str | bytes, b: str | bytes) -> bool:
+    if isinstance(a, str):
+        a = a.encode("utf-8", "surrogatepass")
+    if isinstance(b, str):
+        b = b.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(a, b)
+
+
+def create_key_file(path: Path) -> bool:
+    """Write a fresh key with mode 0600 unless one exists; True when it wrote one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES)).decode() + "\n"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Keys:
+    def __init__(self, masters: list[bytes]):
+        if not masters:
+            raise KeyFileError("no key")
+        self._masters = masters
+        self._derived: dict[tuple[int, str], bytes] = {}
+
+    @classmethod
+    def load(cls, path: Path) -> Keys:
+        try:
+            mode = path.stat().st_mode
+            lines = path.read_text(encoding="ascii").split()
+        except FileNotFoundError:
+            raise KeyFileError(
+                f"{path}: secret key file not found (run `outofoffice init`)"
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyFileError(f"{path}: cannot read the secret key: {exc}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyFileError(f"{path}: secret key is readable by others; chmod 600 it")
+        try:
+            masters = [_unb64(line) for line in lines]
+        except ValueError:
+            raise KeyFileError(f"{path}: not a key file (one base64 key per line)") from None
+        if not masters or any(len(m) < KEY_BYTES for m in masters):
+            raise KeyFileError(f"{path}: each key must be at least {KEY_BYTES} bytes")
+        return cls(masters)
+
+    @classmethod
+    def open(cls, path: Path) -> Keys:
+        """Load the key, creating it first if this is the first start."""
+        create_key_file(path)
+        return cls.load(path)
+
+    def subkey(self, purpose: str, index: int = 0) -> bytes:
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown key purpose {purpose!r}")
+        cached = self._derived.get((index, purpose))
+        if cached is None:
+            hkdf = HKDF(
+                algorithm=hashes.SHA256(),
+                length=32,
+                salt=None,
+                info=b"outofoffice/" + purpose.encode(),
+            )
+            cached = self._derived[(index, purpose)] = hkdf.derive(self._masters[index])
+        return cached
+
+    def sign(self, purpose: str, message: str) -> str:
+        mac = hmac.new(self.subkey(purpose), message.encode("utf-8"), hashlib.sha256)
+        return _b64(mac.digest())
+
+    def verify(self, purpose: str, message: str, signature: str) -> bool:
+        """Constant-time check against every key, so rotation keeps old links valid."""
+        for index in range(len(self._masters)):
+            mac = hmac.new(self.subkey(purpose, index), message.encode("utf-8"), hashlib.sha256)
+            if same(_b64(mac.digest()), signature):
+                return True
+        return False
+
+    def _key_id(self, index: int) -> str:
+        return hashlib.sha256(self.subkey("encryption", index)).hexdigest()[:8]
+
+    def encrypt(self, plaintext: str) -> str:
+        """AES-256-GCM, tagged with the key it was made with."""
+        nonce = secrets.token_bytes(12)
+        sealed = AESGCM(self.subkey("encryption")).encrypt(nonce, plaintext.encode(), None)
+        return f"v1.{self._key_id(0)}.{_b64(nonce + sealed)}"
+
+    def decrypt(self, token: str) -> str:
+        try:
+            version, key_id, body = token.split(".", 2)
+            raw = _unb64(body)
+        except ValueError:
+            raise KeyFileError("not an encrypted value") from None
+        for index in range(len(self._masters)):
+            if version == "v1" and self._key_id(index) == key_id:
+                try:
+                    aead = AESGCM(self.subkey("encryption", index))
+                    return aead.decrypt(raw[:12], raw[12:], None).decode()
+                except InvalidTag:
+                    raise KeyFileError("an encrypted value was altered") from None
+        raise KeyFileError("encrypted with a key this instance no longer has")

@@ -1,0 +1,52 @@
+"""One outgoing email, and its RFC 5322 form."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from outofoffice import clock
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def header_safe(value: str) -> str:
+    """Header values never carry CR, LF or other control characters (header injection)."""
+    return _CONTROL.sub(" ", value).strip()
+
+
+@dataclass
+class Message:
+    sender: str
+    to: str
+    subject: str
+    text: str
+    html: str
+    message_id: str
+    reply_to: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def all_headers(self) -> dict[str, str]:
+        """Headers beyond From/To/Subject that every email carries."""
+        extra = {"Auto-Submitted": "auto-generated", **self.headers}
+        return {header_safe(k): header_safe(v) for k, v in extra.items()}
+
+    def to_email(self) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"] = header_safe(self.sender)
+        msg["To"] = header_safe(self.to)
+        msg["Subject"] = header_safe(self.subject)
+        msg["Date"] = format_datetime(clock.now().replace(tzinfo=UTC))
+        msg["Message-ID"] = header_safe(self.message_id)
+        if self.reply_to:
+            msg["Reply-To"] = header_safe(self.reply_to)
+        for name, value in self.all_headers().items():
+            msg[name] = value
+        msg.set_content(self.text)
+        if self.html:
+            msg.add_alternative(self.html, subtype="html")
+        return msg

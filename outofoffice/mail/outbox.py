@@ -1,0 +1,173 @@
+"""The outbox: emails are rows written in the caller's transaction, delivered later.
+
+A web request never talks to a mail server. Delivery is at least once: a row is
+marked sent only after the mailer accepted it, so a crash in between means a second
+try with the same Message-ID (and Idempotency-Key), never a lost email.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from email.utils import parseaddr
+
+from outofoffice import clock, db
+from outofoffice.keys import Keys
+from outofoffice.mail.base import Mailer, MailError
+from outofoffice.mail.message import Message, header_safe
+from outofoffice.models import DispatchEvent, OutboxEmail
+
+log = logging.getLogger(__name__)
+
+LIFETIME = timedelta(hours=24)
+FIRST_RETRY_SECONDS = 5
+MAX_RETRY_SECONDS = 300
+
+# Called after each queued row is committed, to wake the delivery job at once.
+_wake_listeners: list[Callable[[], None]] = []
+
+
+def on_enqueue(listener: Callable[[], None]) -> None:
+    _wake_listeners.append(listener)
+
+
+def remove_listener(listener: Callable[[], None]) -> None:
+    if listener in _wake_listeners:
+        _wake_listeners.remove(listener)
+
+
+def wake() -> None:
+    for listener in list(_wake_listeners):
+        listener()
+
+
+def new_message_id(sender: str) -> str:
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    return f"<{uuid.uuid4().hex}@{domain}>"
+
+
+def enqueue(
+    keys: Keys,
+    *,
+    sender: str,
+    to: str,
+    subject: str,
+    text: str,
+    html: str,
+    kind: str,
+    account=None,
+    dispatch=None,
+    reply_to: str = "",
+    headers: dict[str, str] | None = None,
+    lifetime: timedelta = LIFETIME,
+) -> OutboxEmail:
+    """Queue one email inside the caller's transaction; bodies are stored encrypted."""
+    now = clock.now()
+    return OutboxEmail.create(
+        account=account,
+        dispatch=dispatch,
+        kind=kind,
+        recipient=header_safe(to),
+        subject=header_safe(subject)[:255],
+        body_text=keys.encrypt(text),
+        body_html=keys.encrypt(html),
+        headers={"Reply-To": reply_to, **(headers or {})} if reply_to else dict(headers or {}),
+        message_id=new_message_id(sender),
+        next_attempt_at=now,
+        created_at=now,
+        expires_at=now + lifetime,
+    )
+
+
+def retry_delay(attempts: int) -> float:
+    """About 5 s, 15 s, 45 s ... capped at 5 minutes, with jitter so retries spread."""
+    base = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 3 ** max(0, attempts - 1))
+    return base * random.uniform(0.8, 1.2)
+
+
+def message_for(row: OutboxEmail, keys: Keys, sender: str) -> Message:
+    headers = dict(row.headers or {})
+    reply_to = headers.pop("Reply-To", "")
+    return Message(
+        sender=sender,
+        to=row.recipient,
+        subject=row.subject,
+        text=keys.decrypt(row.body_text),
+        html=keys.decrypt(row.body_html),
+        message_id=row.message_id,
+        reply_to=reply_to,
+        headers=headers,
+        tags={"kind": row.kind},
+    )
+
+
+def backlog() -> int:
+    return OutboxEmail.select().where(OutboxEmail.status == "queued").count()
+
+
+def deliver_due(mailer: Mailer, keys: Keys, sender: str, limit: int = 100) -> dict[str, int]:
+    """Send what is due; returns counts of sent, retried and dead-lettered rows."""
+    counts = {"sent": 0, "retry": 0, "dead": 0}
+    due = list(
+        OutboxEmail.select()
+        .where(OutboxEmail.status == "queued", OutboxEmail.next_attempt_at <= clock.now())
+        .order_by(OutboxEmail.next_attempt_at, OutboxEmail.id)
+        .limit(limit)
+    )
+    for row in due:
+        outcome = _deliver_one(row, mailer, keys, sender)
+        counts[outcome] += 1
+    return counts
+
+
+def _deliver_one(row: OutboxEmail, mailer: Mailer, keys: Keys, sender: str) -> str:
+    try:
+        mailer.send(message_for(row, keys, sender))
+    except MailError as exc:
+        return _record_failure(row, exc)
+    with db.write():
+        OutboxEmail.update(
+            status="sent",
+            sent_at=clock.now(),
+            attempts=row.attempts + 1,
+            body_text="",
+            body_html="",
+            last_error="",
+        ).where(OutboxEmail.id == row.id).execute()
+    log.debug("outbox: sent %s email #%d", row.kind, row.id)
+    return "sent"
+
+
+def _record_failure(row: OutboxEmail, exc: MailError) -> str:
+    now = clock.now()
+    attempts = row.attempts + 1
+    delay = exc.retry_after if exc.retry_after is not None else retry_delay(attempts)
+    dead = exc.permanent or now + timedelta(seconds=delay) >= row.expires_at
+    reason = str(exc)[:1000]
+    with db.write():
+        OutboxEmail.update(
+            status="dead" if dead else "queued",
+            attempts=attempts,
+            last_error=reason,
+            next_attempt_at=now + timedelta(seconds=delay),
+        ).where(OutboxEmail.id == row.id).execute()
+        if row.dispatch_id:
+            DispatchEvent.create(
+                dispatch=row.dispatch_id,
+                account=row.account_id,
+                at=now,
+                kind="email_failed",
+                detail=f"to {row.recipient}: {reason}",
+            )
+    log.warning(
+        "outbox: %s email #%d failed (try %d)%s: %s",
+        row.kind,
+        row.id,
+        attempts,
+        ", dead-lettered" if dead else "",
+        reason,
+    )
+    return "dead" if dead else "retry"

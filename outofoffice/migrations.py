@@ -1,0 +1,82 @@
+"""Schema versions: an ordered list of steps, each applied in its own transaction.
+
+Step N takes a database at version N-1 to version N. ``schema_version`` holds one row.
+A code release never serves a database it does not understand: an older schema is
+migrated (``outofoffice migrate``; ``serve`` does it on start), a newer one is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import peewee
+
+from outofoffice import db, models
+
+log = logging.getLogger(__name__)
+
+
+class SchemaError(Exception):
+    pass
+
+
+def _v1_initial(database: peewee.Database) -> None:
+    database.create_tables(models.MODELS)
+
+
+STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
+    ("initial schema", _v1_initial),
+]
+LATEST = len(STEPS)
+
+
+def current_version() -> int:
+    database = db.database
+    if not database.table_exists("schema_version"):
+        return 0
+    row = database.execute_sql("SELECT version FROM schema_version").fetchone()
+    return row[0] if row else 0
+
+
+def pending() -> list[int]:
+    return list(range(current_version() + 1, LATEST + 1))
+
+
+def migrate() -> list[str]:
+    """Apply every pending step; returns what was applied."""
+    database = db.database
+    applied = []
+    with db.write():
+        database.execute_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+    version = current_version()
+    if version > LATEST:
+        raise SchemaError(
+            f"the database is at schema version {version}, newer than this release "
+            f"understands ({LATEST}); upgrade outofoffice"
+        )
+    for number in range(version + 1, LATEST + 1):
+        name, step = STEPS[number - 1]
+        with db.write():
+            step(database)
+            database.execute_sql("DELETE FROM schema_version")
+            database.execute_sql(
+                f"INSERT INTO schema_version (version) VALUES ({database.param})",  # noqa: S608
+                (number,),
+            )
+        log.info("migrated the database to version %d (%s)", number, name)
+        applied.append(f"{number}: {name}")
+    return applied
+
+
+def require_current() -> None:
+    version = current_version()
+    if version > LATEST:
+        raise SchemaError(
+            f"the database is at schema version {version}, newer than this release ({LATEST})"
+        )
+    if version < LATEST:
+        raise SchemaError(
+            f"the database is at schema version {version}, this release needs {LATEST}: "
+            "run `outofoffice migrate`"
+        )

@@ -1,0 +1,228 @@
+"""The schema, nothing else.
+
+Times are naive UTC. Columns holding a caller's words or a queued email body hold
+ciphertext (see keys.Keys.encrypt); token columns hold sha256 hex digests.
+"""
+
+import json
+
+import peewee
+
+from outofoffice import clock
+from outofoffice.db import database
+
+
+class JSONField(peewee.TextField):
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+def _fk(model, **kwargs):
+    return peewee.ForeignKeyField(model, on_delete="CASCADE", **kwargs)
+
+
+class Account(BaseModel):
+    slug = peewee.CharField(max_length=40, unique=True)
+    email = peewee.CharField(max_length=254, unique=True)
+    name = peewee.CharField(max_length=100)  # the owner's name
+    business_name = peewee.CharField(max_length=100)
+    industry = peewee.CharField(max_length=32)
+    timezone = peewee.CharField(max_length=64, default="UTC")
+    contact_phone = peewee.CharField(max_length=32, default="")
+    notify = peewee.CharField(max_length=16, default="every")  # every|failures|digest|none
+    digest_hour = peewee.IntegerField(default=8)
+    escalate_after_minutes = peewee.IntegerField(default=15)
+    business_hours = JSONField(default=dict)  # {"mon": [["09:00","17:00"]], "holidays": [...]}
+    status = peewee.CharField(max_length=16, default="active")  # active|disabled|deleting
+    created_at = peewee.DateTimeField(default=clock.now)
+    deletion_requested_at = peewee.DateTimeField(null=True)
+    billing_customer = peewee.CharField(max_length=255, default="")
+    billing_status = peewee.CharField(max_length=32, default="")
+
+
+class Vendor(BaseModel):
+    account = _fk(Account, backref="vendors")
+    name = peewee.CharField(max_length=100)
+    company = peewee.CharField(max_length=100, default="")
+    email = peewee.CharField(max_length=254)
+    phone = peewee.CharField(max_length=32, default="")
+    notes = peewee.TextField(default="")
+    active = peewee.BooleanField(default=True)
+    created_at = peewee.DateTimeField(default=clock.now)
+
+
+class Subject(BaseModel):
+    account = _fk(Account, backref="subjects")
+    name = peewee.CharField(max_length=100)
+    address = peewee.CharField(max_length=255, default="")
+    reference = peewee.CharField(max_length=100, default="")
+    created_at = peewee.DateTimeField(default=clock.now)
+
+
+class Category(BaseModel):
+    account = _fk(Account, backref="categories")
+    name = peewee.CharField(max_length=100)
+    description = peewee.TextField(default="")  # the caller's safety / self-help text
+    emergency = peewee.BooleanField(default=False)
+    position = peewee.IntegerField(default=0)
+
+
+class Route(BaseModel):
+    account = _fk(Account, backref="routes")
+    subject = _fk(Subject, null=True)  # null: any subject
+    category = _fk(Category, null=True)  # null: any category
+    when = peewee.CharField(max_length=16, default="always")  # always|business_hours|after_hours
+    created_at = peewee.DateTimeField(default=clock.now)
+
+
+class RouteVendor(BaseModel):
+    route = _fk(Route, backref="chain")
+    vendor = _fk(Vendor)
+    position = peewee.IntegerField()
+
+    class Meta:
+        indexes = ((("route", "vendor"), True),)
+
+
+class Dispatch(BaseModel):
+    account = _fk(Account, backref="dispatches")
+    reference = peewee.CharField(max_length=16, unique=True)
+    subject = peewee.ForeignKeyField(Subject, null=True, on_delete="SET NULL")
+    category = peewee.ForeignKeyField(Category, null=True, on_delete="SET NULL")
+    route = peewee.ForeignKeyField(Route, null=True, on_delete="SET NULL")
+    subject_label = peewee.CharField(max_length=255, default="")  # as it was when submitted
+    category_label = peewee.CharField(max_length=100, default="")
+    caller_name = peewee.TextField()  # encrypted
+    caller_phone = peewee.TextField()  # encrypted
+    caller_phone_digest = peewee.CharField(max_length=64, index=True)  # keyed, for repeats
+    description = peewee.TextField()  # encrypted
+    status = peewee.CharField(max_length=16, default="open")
+    chain = JSONField(default=list)  # vendor ids, frozen from the route when submitted
+    chain_position = peewee.IntegerField(default=0)
+    vendor = peewee.ForeignKeyField(Vendor, null=True, on_delete="SET NULL")
+    status_token_hash = peewee.CharField(max_length=64, unique=True)
+    escalate_at = peewee.DateTimeField(null=True, index=True)
+    created_at = peewee.DateTimeField(default=clock.now, index=True)
+    updated_at = peewee.DateTimeField(default=clock.now)
+
+
+class DispatchEvent(BaseModel):
+    dispatch = _fk(Dispatch, backref="events")
+    account = _fk(Account)
+    at = peewee.DateTimeField(default=clock.now)
+    kind = peewee.CharField(max_length=32)
+    vendor = peewee.ForeignKeyField(Vendor, null=True, on_delete="SET NULL")
+    detail = peewee.TextField(default="")
+
+
+class OutboxEmail(BaseModel):
+    account = _fk(Account, null=True)
+    dispatch = _fk(Dispatch, null=True)
+    kind = peewee.CharField(max_length=32)  # login|signup|vendor|owner|alert|test
+    recipient = peewee.CharField(max_length=254)
+    subject = peewee.CharField(max_length=255)
+    body_text = peewee.TextField(default="")  # encrypted; emptied once delivered
+    body_html = peewee.TextField(default="")  # encrypted; emptied once delivered
+    headers = JSONField(default=dict)
+    message_id = peewee.CharField(max_length=255, unique=True)
+    status = peewee.CharField(max_length=16, default="queued", index=True)  # queued|sent|dead
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.DateTimeField(default=clock.now, index=True)
+    last_error = peewee.TextField(default="")
+    created_at = peewee.DateTimeField(default=clock.now)
+    expires_at = peewee.DateTimeField()  # dead-lettered after this
+    sent_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "outbox"
+
+
+class MagicLink(BaseModel):
+    token_hash = peewee.CharField(max_length=64, unique=True)
+    purpose = peewee.CharField(max_length=16)  # login|signup
+    account = _fk(Account, null=True)
+    email = peewee.CharField(max_length=254)
+    payload = JSONField(null=True)  # signup form, until the link is used
+    created_at = peewee.DateTimeField(default=clock.now)
+    expires_at = peewee.DateTimeField(index=True)
+    used_at = peewee.DateTimeField(null=True)
+
+
+class Session(BaseModel):
+    token_hash = peewee.CharField(max_length=64, unique=True)
+    account = _fk(Account, backref="sessions")
+    created_at = peewee.DateTimeField(default=clock.now)
+    expires_at = peewee.DateTimeField(index=True)
+
+
+class Invite(BaseModel):
+    token_hash = peewee.CharField(max_length=64, unique=True)
+    email = peewee.CharField(max_length=254, default="")  # empty: anyone holding it
+    created_at = peewee.DateTimeField(default=clock.now)
+    expires_at = peewee.DateTimeField()
+    used_at = peewee.DateTimeField(null=True)
+
+
+class SlugHold(BaseModel):
+    slug = peewee.CharField(max_length=40, unique=True)
+    reason = peewee.CharField(max_length=32)  # deleted|disabled
+    created_at = peewee.DateTimeField(default=clock.now)
+    expires_at = peewee.DateTimeField(index=True)
+
+
+class IPRecord(BaseModel):
+    ip = peewee.CharField(max_length=45)
+    kind = peewee.CharField(max_length=16)  # dispatch|login_email|signup
+    account = _fk(Account, null=True)
+    at = peewee.DateTimeField(default=clock.now, index=True)
+
+    class Meta:
+        indexes = ((("ip", "kind", "at"), False),)
+
+
+class IPBlock(BaseModel):
+    ip = peewee.CharField(max_length=45, unique=True)
+    reason = peewee.CharField(max_length=255, default="")
+    created_at = peewee.DateTimeField(default=clock.now)
+    expires_at = peewee.DateTimeField(null=True)
+
+
+class RequestCount(BaseModel):
+    """Server logs, aggregated: requests per day, route and status, nothing personal."""
+
+    day = peewee.DateField()
+    route = peewee.CharField(max_length=100)
+    status = peewee.IntegerField()
+    count = peewee.IntegerField(default=0)
+
+    class Meta:
+        indexes = ((("day", "route", "status"), True),)
+
+
+MODELS = [
+    Account,
+    Vendor,
+    Subject,
+    Category,
+    Route,
+    RouteVendor,
+    Dispatch,
+    DispatchEvent,
+    OutboxEmail,
+    MagicLink,
+    Session,
+    Invite,
+    SlugHold,
+    IPRecord,
+    IPBlock,
+    RequestCount,
+]

@@ -1,0 +1,119 @@
+"""APScheduler wiring only: which jobs run, how often, and one scheduler per data dir.
+
+Started by ``serve`` and ``worker`` (never at import). A lock file in the data dir
+keeps a second process from delivering the same outbox twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from outofoffice import db
+from outofoffice.config import Config
+from outofoffice.instance import Instance
+from outofoffice.mail import outbox
+
+log = logging.getLogger(__name__)
+
+OUTBOX_JOB = "outbox"
+OUTBOX_INTERVAL_SECONDS = 5
+LOCK_NAME = "scheduler.lock"
+
+_running: dict[Path, Scheduler] = {}
+
+
+class SchedulerLocked(Exception):
+    pass
+
+
+def _lock_path(config: Config) -> Path:
+    return config.data_dir / LOCK_NAME
+
+
+def state(config: Config) -> str:
+    """ "running", "running in another process" or "stopped", for /healthz."""
+    mine = _running.get(_lock_path(config))
+    if mine is not None and mine.running:
+        return "running"
+    try:
+        fd = os.open(_lock_path(config), os.O_RDONLY)
+    except FileNotFoundError:
+        return "stopped"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return "running in another process"
+    finally:
+        os.close(fd)
+    return "stopped"
+
+
+class Scheduler:
+    def __init__(self, instance: Instance):
+        self.instance = instance
+        self.lock_path = _lock_path(instance.config)
+        self._lock_fd: int | None = None
+        self._scheduler = BackgroundScheduler(
+            timezone="UTC",
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._scheduler.running
+
+    def _take_lock(self) -> None:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SchedulerLocked(
+                f"another outofoffice process already runs the scheduler for "
+                f"{self.instance.config.data_dir} (lock {self.lock_path}); start this one "
+                "with --no-scheduler"
+            ) from None
+        self._lock_fd = fd
+
+    def start(self) -> None:
+        self._take_lock()
+        self._scheduler.add_job(
+            self.deliver_outbox,
+            "interval",
+            seconds=OUTBOX_INTERVAL_SECONDS,
+            id=OUTBOX_JOB,
+            replace_existing=True,
+            next_run_time=datetime.now(UTC),
+        )
+        self._scheduler.start()
+        outbox.on_enqueue(self.wake_outbox)
+        _running[self.lock_path] = self
+        log.info("scheduler started")
+
+    def stop(self) -> None:
+        outbox.remove_listener(self.wake_outbox)
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+        _running.pop(self.lock_path, None)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        log.info("scheduler stopped")
+
+    def wake_outbox(self) -> None:
+        """Run the delivery job now rather than at its next interval."""
+        if self._scheduler.running:
+            self._scheduler.modify_job(OUTBOX_JOB, next_run_time=datetime.now(UTC))
+
+    def deliver_outbox(self) -> None:
+        inst = self.instance
+        with db.connection():
+            counts = outbox.deliver_due(inst.mailer, inst.keys, inst.sender)
+        if any(counts.values()):
+            log.info("outbox: %s", ", ".join(f"{k} {v}" for k, v in counts.items() if v))

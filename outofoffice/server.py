@@ -1,0 +1,57 @@
+"""Serve the app with waitress, next to the scheduler; shut both down cleanly."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import waitress
+
+from outofoffice.instance import Instance
+from outofoffice.policy import REQUEST_BODY_MAX
+from outofoffice.scheduler import Scheduler
+from outofoffice.web import create_app
+
+log = logging.getLogger(__name__)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def make_server(instance: Instance, host: str, port: int):
+    config = instance.config
+    options = {
+        "host": host,
+        "port": port,
+        "threads": config.server.threads,
+        "ident": "outofoffice",
+        "max_request_body_size": REQUEST_BODY_MAX,
+        "clear_untrusted_proxy_headers": True,
+    }
+    if config.server.trusted_proxy:
+        options |= {
+            "trusted_proxy": config.server.trusted_proxy,
+            "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"},
+        }
+    return waitress.create_server(create_app(config, instance), **options)
+
+
+def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True) -> None:
+    """Run until SIGINT or SIGTERM."""
+    scheduler = Scheduler(instance) if with_scheduler else None
+    if scheduler:
+        scheduler.start()
+    server = make_server(instance, host, port)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    log.info("serving on http://%s:%s (public address %s)", host, port, instance.config.base_url)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        log.info("shutting down")
+    finally:
+        server.close()
+        if scheduler:
+            scheduler.stop()

@@ -1,0 +1,114 @@
+"""The WSGI application: routes, per-request database connection, CSRF, error pages,
+and security headers on every response (errors and redirects included)."""
+
+from __future__ import annotations
+
+import logging
+
+import bottle
+
+from outofoffice import db
+from outofoffice.config import Config
+from outofoffice.instance import Instance
+from outofoffice.policy import REQUEST_BODY_MAX
+from outofoffice.web import auth, dashboard, health, public
+from outofoffice.web.context import UserError, check_csrf, fail, page
+
+log = logging.getLogger(__name__)
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+
+ERROR_TEXT = {
+    400: ("Bad request", "The request could not be understood. Go back and try again."),
+    403: ("Not allowed", "You are not allowed to do that."),
+    404: ("Not found", "There is no page at this address. Check the link for typos."),
+    405: ("Not allowed", "This page does not accept that kind of request."),
+    409: ("Conflict", "That could not be done."),
+    410: ("Link expired", "This link does not work any more."),
+    413: ("Too large", "What you sent is too large. Shorten it and try again."),
+    429: ("Too many requests", "Too many requests. Wait a while and try again."),
+    500: ("Something went wrong", "Something went wrong on our side. Please try again."),
+}
+
+
+class App(bottle.Bottle):
+    """A Bottle app whose every response, errors and redirects included, carries the
+    security headers: they are added at the WSGI boundary, not per handler."""
+
+    def __init__(self, security_headers: list[tuple[str, str]]):
+        super().__init__()
+        self.security_headers = security_headers
+
+    def __call__(self, environ, start_response):
+        def start(status, headers, exc_info=None):
+            present = {name.lower() for name, _ in headers}
+            extra = [(k, v) for k, v in self.security_headers if k.lower() not in present]
+            return start_response(status, list(headers) + extra, exc_info)
+
+        return self.wsgi(environ, start)
+
+
+def _security_headers(config: Config) -> list[tuple[str, str]]:
+    headers = [
+        ("Content-Security-Policy", CSP),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+        ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),
+        ("Cache-Control", "no-store"),
+    ]
+    if config.https:
+        headers.append(("Strict-Transport-Security", "max-age=31536000"))
+    return headers
+
+
+def _needs_csrf(path: str) -> bool:
+    return path == "/logout" or path == "/dashboard" or path.startswith("/dashboard/")
+
+
+def create_app(config: Config, instance: Instance | None = None) -> App:
+    """Build the app. Without an instance it opens one; the schema must be current."""
+    instance = instance or Instance.open(config)
+    app = App(_security_headers(config))
+    app.config["outofoffice.instance"] = instance
+
+    def before_request():
+        db.database.connect(reuse_if_open=True)
+        request = bottle.request
+        if request.content_length > REQUEST_BODY_MAX:
+            raise fail(413, f"Requests are limited to {REQUEST_BODY_MAX // 1024} KiB.")
+        if request.method == "POST" and _needs_csrf(request.path):
+            check_csrf()
+
+    def after_request():
+        if not db.database.is_closed():
+            db.database.close()
+
+    app.add_hook("before_request", before_request)
+    app.add_hook("after_request", after_request)
+
+    def error_page(err: bottle.HTTPError):
+        title, message = ERROR_TEXT.get(err.status_code, ERROR_TEXT[500])
+        if isinstance(err, UserError):
+            message = err.body
+        elif err.status_code >= 500:
+            log.error("%s %s failed: %r", bottle.request.method, bottle.request.path, err.exception)
+        try:
+            return page("error.html", status=err.status_code, title=title, message=message)
+        except Exception:  # the error page itself failed (database down): plain text
+            log.exception("error page failed")
+            bottle.response.content_type = "text/plain; charset=utf-8"
+            return f"{title}\n\n{message}\n"
+        finally:
+            after_request()
+
+    for status in ERROR_TEXT:
+        app.error(status)(error_page)
+
+    for area in (public, health, auth, dashboard):
+        area.install(app)
+    return app

@@ -1,0 +1,98 @@
+"""What handlers share about the current request: the owner, CSRF, pages, redirects."""
+
+from __future__ import annotations
+
+import bottle
+
+from outofoffice import accounts
+from outofoffice.instance import Instance
+from outofoffice.keys import same
+from outofoffice.templating import render
+
+SESSION_COOKIE = "oop_session"
+
+
+class UserError(bottle.HTTPError):
+    """An error whose message is written for the person who sees it."""
+
+
+def fail(status: int, message: str) -> UserError:
+    return UserError(status, message)
+
+
+def instance() -> Instance:
+    return bottle.request.app.config["outofoffice.instance"]
+
+
+def cookie_name() -> str:
+    return ("__Host-" if instance().config.https else "") + SESSION_COOKIE
+
+
+def session_cookie(token: str, max_age: int) -> str:
+    """A Set-Cookie value: HttpOnly, SameSite=Lax, Secure and __Host- under https."""
+    secure = "; Secure" if instance().config.https else ""
+    return f"{cookie_name()}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+
+
+def session_token() -> str:
+    return bottle.request.get_cookie(cookie_name()) or ""
+
+
+def current():
+    """(session, account) for the signed-in owner, or None; looked up once per request."""
+    env = bottle.request.environ
+    if "oop.current" not in env:
+        env["oop.current"] = accounts.session_account(session_token())
+    return env["oop.current"]
+
+
+def owner():
+    found = current()
+    return found[1] if found else None
+
+
+def require_owner():
+    found = owner()
+    if found is None:
+        if bottle.request.method == "GET":
+            see_other("/login")
+        raise fail(403, "Please log in again.")
+    return found
+
+
+def csrf_token() -> str:
+    found = current()
+    if not found:
+        return ""
+    return instance().keys.sign("csrf", found[0].token_hash)
+
+
+def check_csrf() -> None:
+    expected = csrf_token()
+    given = bottle.request.forms.get("csrf_token", "")
+    if not expected or not given or not same(expected, given):
+        raise fail(403, "This form has expired. Go back, reload the page and try again.")
+
+
+def see_other(location: str, *set_cookies: str):
+    """303 to a path on this site; a relative Location, never built from Host."""
+    response = bottle.HTTPResponse(status=303)
+    response.set_header("Location", location)
+    for value in set_cookies:
+        response.add_header("Set-Cookie", value)
+    raise response
+
+
+def page(template: str, status: int = 200, **context) -> str:
+    inst = instance()
+    bottle.response.status = status
+    bottle.response.content_type = "text/html; charset=utf-8"
+    return render(
+        template,
+        operator=inst.config.operator,
+        signup_mode=inst.config.server.signup,
+        owner=owner(),
+        csrf_token=csrf_token(),
+        current_path=bottle.request.path,
+        **context,
+    )

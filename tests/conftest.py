@@ -1,0 +1,149 @@
+"""Shared fixtures: a config and data dir per test, the app, a mailbox, owners.
+
+Every test gets its own data dir under tmp_path and the file mailer, so emails are
+real .eml files that a test reads like a person would read their inbox.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import webtest
+
+from outofoffice import accounts, clock, config, db
+from outofoffice.instance import Instance
+from outofoffice.mail import outbox
+from outofoffice.web import create_app
+
+LINK = re.compile(r"https?://[^\s\"<>]+/auth/[A-Za-z0-9_-]+")
+
+
+def toml_text(sections: dict) -> str:
+    out = []
+    for section, values in sections.items():
+        out.append(f"[{section}]")
+        for key, value in values.items():
+            out.append(f"{key} = {config._toml_value(value)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_config(path: Path, sections: dict) -> Path:
+    path.write_text(toml_text(sections))
+    return path
+
+
+def base_sections(tmp_path: Path, **overrides) -> dict:
+    sections = {
+        "server": {"base_url": "http://oop.example.test"},
+        "storage": {"data_dir": str(tmp_path / "data")},
+        "mail": {"backend": "file", "from": "Out of Office Pro <noreply@oop.example.test>"},
+    }
+    for name, values in overrides.items():
+        sections.setdefault(name.replace("__", "."), {}).update(values)
+    return sections
+
+
+@pytest.fixture(autouse=True)
+def _fresh_clock():
+    clock.reset()
+    yield
+    clock.reset()
+
+
+class Clock:
+    def advance(self, **kwargs) -> None:
+        clock.advance(timedelta(**kwargs))
+
+
+@pytest.fixture
+def clock_():
+    return Clock()
+
+
+@pytest.fixture
+def make_instance(tmp_path):
+    """Open an instance on a config with the given section overrides."""
+
+    def make(**overrides) -> Instance:
+        path = write_config(tmp_path / "config.toml", base_sections(tmp_path, **overrides))
+        return Instance.open(config.load(path), migrate=True, create=True)
+
+    return make
+
+
+@pytest.fixture
+def instance(make_instance) -> Instance:
+    return make_instance()
+
+
+@pytest.fixture
+def conn(instance):
+    with db.connection():
+        yield
+
+
+class Mailbox:
+    """Delivers the outbox through the file mailer and reads the .eml files back."""
+
+    def __init__(self, instance: Instance):
+        self.instance = instance
+        self.seen: set[Path] = set()
+
+    def deliver(self) -> list[email.message.EmailMessage]:
+        with db.connection():
+            outbox.deliver_due(self.instance.mailer, self.instance.keys, self.instance.sender)
+        folder = self.instance.config.mail_dir
+        new = sorted(p for p in folder.glob("*.eml") if p not in self.seen) if folder.exists() else []
+        self.seen.update(new)
+        return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in new]
+
+    @staticmethod
+    def text(message) -> str:
+        return message.get_body(preferencelist=("plain",)).get_content()
+
+    def links(self) -> list[str]:
+        return [link for m in self.deliver() for link in LINK.findall(self.text(m))]
+
+
+@pytest.fixture
+def mailbox(instance) -> Mailbox:
+    return Mailbox(instance)
+
+
+@pytest.fixture
+def app(instance) -> webtest.TestApp:
+    return webtest.TestApp(create_app(instance.config, instance))
+
+
+def path_of(url: str) -> str:
+    return "/" + url.split("/", 3)[3]
+
+
+@pytest.fixture
+def owners(conn):
+    """Two owners. Alpha and Beta are separate firms: neither may see the other's data."""
+    alpha = accounts.create_account(
+        email="ann@alpha.example", name="Ann Alpha", business_name="Alpha Properties",
+        slug="alpha", industry="property_management", timezone="Europe/London",
+    )
+    beta = accounts.create_account(
+        email="bob@beta.example", name="Bob Beta", business_name="Beta Legal",
+        slug="beta", industry="legal", timezone="America/New_York",
+    )
+    return alpha, beta
+
+
+def sign_in(app: webtest.TestApp, instance: Instance, account) -> webtest.TestResponse:
+    with db.connection():
+        url = accounts.login_link(instance, account)
+    return app.post(path_of(url)).follow()
+
+
+def csrf_of(response) -> str:
+    return response.html.find("input", {"name": "csrf_token"})["value"]

@@ -1,0 +1,53 @@
+"""The database: SQLite settings that keep queued email through a power cut, migrations."""
+
+import pytest
+
+from outofoffice import db, migrations, models
+from outofoffice.instance import Instance, InstanceError
+
+
+def pragma(name):
+    return db.database.execute_sql(f"PRAGMA {name}").fetchone()[0]
+
+
+def test_sqlite_runs_with_wal_foreign_keys_full_sync_and_a_busy_timeout(conn):
+    assert pragma("journal_mode") == "wal"
+    assert pragma("foreign_keys") == 1
+    assert pragma("synchronous") == 2
+    assert pragma("busy_timeout") >= 5000
+    assert pragma("secure_delete") == 1
+
+
+def test_every_table_of_the_product_exists(conn):
+    tables = set(db.database.get_tables())
+    for model in models.MODELS:
+        assert model._meta.table_name in tables
+    assert {"outbox", "magic_link", "session", "slug_hold", "ip_record", "request_count"} <= tables
+
+
+def test_migrating_twice_changes_nothing(conn):
+    assert migrations.current_version() == migrations.LATEST
+    assert migrations.migrate() == []
+    assert migrations.current_version() == migrations.LATEST
+
+
+def test_a_database_from_a_newer_release_is_refused(instance):
+    with db.connection():
+        db.database.execute_sql("UPDATE schema_version SET version = 999")
+    with pytest.raises(InstanceError, match="newer"):
+        Instance.open(instance.config, migrate=True)
+
+
+def test_an_outdated_database_is_not_served_without_migrating(instance):
+    with db.connection():
+        db.database.execute_sql("UPDATE schema_version SET version = 0")
+    with pytest.raises(InstanceError, match="outofoffice migrate"):
+        Instance.open(instance.config)
+
+
+def test_deleting_an_account_cascades(owners):
+    alpha, beta = owners
+    assert models.Category.select().where(models.Category.account == alpha).count() > 0
+    alpha.delete_instance()
+    assert models.Category.select().where(models.Category.account == alpha).count() == 0
+    assert models.Category.select().where(models.Category.account == beta).count() > 0

@@ -1,0 +1,245 @@
+"""The web app through WebTest: pages, headers, sign-in, logout, CSRF, errors."""
+
+import json
+import re
+from datetime import timedelta
+
+import pytest
+import webtest
+
+from outofoffice import clock, db
+from outofoffice.models import Account, Session
+from outofoffice.templating import TEMPLATES
+from outofoffice.web import create_app
+from tests.conftest import csrf_of, path_of, sign_in
+
+SIGNUP = {
+    "email": "dee@delta.example",
+    "name": "Dee",
+    "business_name": "Delta Homes",
+    "slug": "delta",
+    "industry": "home_services",
+    "timezone": "America/Chicago",
+}
+
+
+def test_the_landing_page_says_what_it_does(app):
+    page = app.get("/")
+    assert "After-hours requests" in page.text
+    assert page.html.find("a", href="/signup") and page.html.find("a", href="/login")
+
+
+def test_healthz_reports_database_scheduler_and_backlog(app):
+    response = app.get("/healthz", expect_errors=True)
+    report = json.loads(response.text)
+    assert set(report) >= {"status", "database", "scheduler", "outbox_backlog"}
+    assert report["database"] == "ok" and report["outbox_backlog"] == 0
+    # no scheduler runs in this test process: a monitor must hear about it
+    assert report["scheduler"] == "stopped" and response.status_int == 503
+
+
+def test_unknown_pages_get_a_friendly_404(app):
+    page = app.get("/no/such/page", status=404)
+    assert "There is no page at this address" in page.text
+    assert "Traceback" not in page.text
+
+
+def test_a_crash_gets_a_friendly_500_without_a_traceback(instance):
+    wsgi = create_app(instance.config, instance)
+
+    @wsgi.get("/crash-for-test")
+    def crash():
+        raise RuntimeError("secret internals")
+
+    page = webtest.TestApp(wsgi).get("/crash-for-test", status=500, expect_errors=True)
+    assert "Something went wrong" in page.text
+    assert "secret internals" not in page.text and "Traceback" not in page.text
+    assert page.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("get", "/", 200),
+        ("get", "/login", 200),
+        ("get", "/dashboard", 303),
+        ("get", "/nope", 404),
+        ("get", "/static/style.css", 200),
+        ("get", "/healthz", 503),
+        ("post", "/logout", 403),
+    ],
+)
+def test_every_response_carries_the_security_headers(app, method, path, status):
+    response = getattr(app, method)(path, status=status)
+    csp = response.headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert "Strict-Transport-Security" not in response.headers
+
+
+def test_https_adds_hsts_and_a_host_prefixed_secure_cookie(make_instance):
+    instance = make_instance(server={"base_url": "https://oop.example.test"})
+    app = webtest.TestApp(create_app(instance.config, instance))
+    assert "max-age=" in app.get("/").headers["Strict-Transport-Security"]
+    with db.connection():
+        account = Account.create(
+            email="e@x.example", name="E", business_name="E", slug="eeee", industry="other"
+        )
+    from outofoffice import accounts
+
+    with db.connection():
+        url = accounts.login_link(instance, account)
+    cookie = app.post(path_of(url)).headers["Set-Cookie"]
+    assert cookie.startswith("__Host-oop_session=")
+    assert {"Secure", "HttpOnly", "SameSite=Lax", "Path=/"} <= {
+        part.strip() for part in cookie.split(";")
+    }
+
+
+def test_the_session_cookie_is_httponly_and_lax(app, instance, owners):
+    from outofoffice import accounts
+
+    with db.connection():
+        url = accounts.login_link(instance, owners[0])
+    cookie = app.post(path_of(url)).headers["Set-Cookie"]
+    parts = {p.strip() for p in cookie.split(";")}
+    assert {"HttpOnly", "SameSite=Lax", "Path=/"} <= parts and "Secure" not in parts
+    assert "Max-Age=2592000" in parts
+
+
+def test_templates_have_no_inline_script_or_style():
+    for path in TEMPLATES.rglob("*.html"):
+        text = path.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), path
+        assert "style=" not in text and "<style" not in text, path
+
+
+class TestLogin:
+    def test_the_same_page_for_known_and_unknown_addresses(self, app, owners, mailbox):
+        known = app.post("/login", {"email": "ann@alpha.example"})
+        unknown = app.post("/login", {"email": "zed@nowhere.example"})
+        assert known.status_int == unknown.status_int == 200
+        assert known.text.replace("ann@alpha.example", "X") == unknown.text.replace(
+            "zed@nowhere.example", "X"
+        )
+        messages = mailbox.deliver()
+        assert [m["To"] for m in messages] == ["ann@alpha.example"]
+
+    def test_an_invalid_address_is_explained(self, app):
+        page = app.post("/login", {"email": "not an address"}, status=400)
+        assert "Enter an email address" in page.text
+
+    def test_the_emailed_link_signs_in_and_never_works_again(self, app, owners, mailbox):
+        app.post("/login", {"email": "ann@alpha.example"})
+        [link] = mailbox.links()
+        assert link.startswith("http://oop.example.test/auth/")
+        path = path_of(link)
+        for _ in range(2):  # mail scanners open links: GET consumes nothing
+            confirm = app.get(path)
+            assert confirm.html.find("form", method="post")
+            assert "Alpha Properties" in confirm.text
+        dashboard = confirm.forms[0].submit().follow()
+        assert dashboard.request.path == "/dashboard"
+        assert "Alpha Properties" in dashboard.text
+        assert app.get(path, status=410).html.find("h1").text == "Link expired"
+        assert app.post(path, status=410)
+
+    def test_a_sixteen_minute_old_link_does_not_work(self, app, owners, mailbox):
+        app.post("/login", {"email": "ann@alpha.example"})
+        [link] = mailbox.links()
+        clock.advance(timedelta(minutes=16))
+        assert "expired" in app.get(path_of(link), status=410).text
+        app.post(path_of(link), status=410)
+        assert app.get("/dashboard").status_int == 303
+
+    def test_emailed_links_ignore_the_host_header(self, app, owners, mailbox):
+        app.post(
+            "/login",
+            {"email": "ann@alpha.example"},
+            headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"},
+        )
+        [link] = mailbox.links()
+        assert link.startswith("http://oop.example.test/")
+
+
+class TestSignup:
+    def test_signup_end_to_end(self, app, mailbox):
+        form = app.get("/signup").forms[0]
+        for key, value in SIGNUP.items():
+            form[key] = value
+        page = form.submit()
+        assert "Check your email" in page.text
+        [message] = mailbox.deliver()
+        assert message["To"] == "dee@delta.example"
+        [link] = re.findall(r"http://\S+/auth/\S+", mailbox.text(message))
+        confirm = app.get(path_of(link))
+        assert "Delta Homes" in confirm.text
+        dashboard = confirm.forms[0].submit().follow()
+        assert "Delta Homes" in dashboard.text
+        assert "http://oop.example.test/r/delta" in dashboard.text
+
+    def test_errors_are_shown_beside_the_fields_and_input_is_kept(self, app, owners):
+        page = app.post("/signup", {**SIGNUP, "slug": "alpha", "timezone": "Nowhere"}, status=400)
+        assert "That address is taken" in page.html.find(id="e-slug").text
+        assert "time zone" in page.html.find(id="e-timezone").text
+        assert page.html.find(id="f-business_name")["value"] == "Delta Homes"
+        with db.connection():
+            assert not Account.select().where(Account.slug == "delta").exists()
+
+    def test_closed_signup_refuses(self, make_instance):
+        instance = make_instance(server={"signup": "closed"})
+        app = webtest.TestApp(create_app(instance.config, instance))
+        assert "not taking new accounts" in app.get("/signup").text
+        assert "not taking new accounts" in app.post("/signup", SIGNUP, status=403).text
+        assert not app.get("/").html.find("a", href="/signup")
+
+    def test_invite_signup_needs_a_valid_invitation(self, make_instance):
+        from outofoffice import accounts
+
+        instance = make_instance(server={"signup": "invite"})
+        app = webtest.TestApp(create_app(instance.config, instance))
+        assert "by invitation" in app.get("/signup").text
+        app.post("/signup", SIGNUP, status=403)
+        with db.connection():
+            url = accounts.create_invite(instance)
+        form = app.get(path_of(url)).forms[0]
+        for key, value in SIGNUP.items():
+            form[key] = value
+        assert "Check your email" in form.submit().text
+
+
+class TestLogoutAndCsrf:
+    def test_logout_without_the_csrf_token_is_refused_and_the_session_lives(
+        self, app, instance, owners
+    ):
+        sign_in(app, instance, owners[0])
+        app.post("/logout", status=403)
+        app.post("/logout", {"csrf_token": "forged"}, status=403)
+        assert "Alpha Properties" in app.get("/dashboard").text
+
+    def test_logout_with_the_token_ends_the_session(self, app, instance, owners):
+        dashboard = sign_in(app, instance, owners[0])
+        app.post("/logout", {"csrf_token": csrf_of(dashboard)}, status=303)
+        assert app.get("/dashboard").headers["Location"] == "/login"
+        with db.connection():
+            assert Session.select().count() == 0
+
+    def test_one_owners_csrf_token_does_not_work_for_another(self, instance, owners):
+        first, second = (webtest.TestApp(create_app(instance.config, instance)) for _ in "12")
+        token_a = csrf_of(sign_in(first, instance, owners[0]))
+        sign_in(second, instance, owners[1])
+        second.post("/logout", {"csrf_token": token_a}, status=403)
+
+    def test_the_dashboard_shows_the_business_and_a_logout_form(self, app, instance, owners):
+        page = sign_in(app, instance, owners[1])
+        assert "Beta Legal" in page.text and "ann@alpha.example" not in page.text
+        assert page.html.find("form", action="/logout").find("input", {"name": "csrf_token"})
+
+    def test_anonymous_visitors_are_sent_to_log_in(self, app):
+        assert app.get("/dashboard", status=303).headers["Location"] == "/login"
+
+
+def test_a_too_large_body_gets_413(app):
+    page = app.post("/login", {"email": "a@b.example", "pad": "x" * 70_000}, status=413)
+    assert "64 KiB" in page.text
