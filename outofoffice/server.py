@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -48,10 +49,10 @@ def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True)
         signal.signal(signal.SIGTERM, _raise_interrupt)
     log.info("serving on http://%s:%s (public address %s)", host, port, instance.config.base_url)
     try:
-        server.run()
-    except KeyboardInterrupt:
-        log.info("shutting down")
+        with contextlib.suppress(KeyboardInterrupt):  # SIGINT or SIGTERM: a clean stop
+            server.run()
     finally:
+        log.info("shutting down")
         server.close()
         if scheduler:
             scheduler.stop()

@@ -99,7 +99,9 @@ class Mailbox:
         with db.connection():
             outbox.deliver_due(self.instance.mailer, self.instance.keys, self.instance.sender)
         folder = self.instance.config.mail_dir
-        new = sorted(p for p in folder.glob("*.eml") if p not in self.seen) if folder.exists() else []
+        new = (
+            sorted(p for p in folder.glob("*.eml") if p not in self.seen) if folder.exists() else []
+        )
         self.seen.update(new)
         return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in new]
 
@@ -129,12 +131,20 @@ def path_of(url: str) -> str:
 def owners(conn):
     """Two owners. Alpha and Beta are separate firms: neither may see the other's data."""
     alpha = accounts.create_account(
-        email="ann@alpha.example", name="Ann Alpha", business_name="Alpha Properties",
-        slug="alpha", industry="property_management", timezone="Europe/London",
+        email="ann@alpha.example",
+        name="Ann Alpha",
+        business_name="Alpha Properties",
+        slug="alpha",
+        industry="property_management",
+        timezone="Europe/London",
     )
     beta = accounts.create_account(
-        email="bob@beta.example", name="Bob Beta", business_name="Beta Legal",
-        slug="beta", industry="legal", timezone="America/New_York",
+        email="bob@beta.example",
+        name="Bob Beta",
+        business_name="Beta Legal",
+        slug="beta",
+        industry="legal",
+        timezone="America/New_York",
     )
     return alpha, beta
 

@@ -108,7 +108,9 @@ def test_a_stricter_session_setting_is_honoured(make_instance):
     instance = make_instance(retention={"session_days": 20})
     with db.connection():
         account = accounts.create_account(**SIGNUP)
-        _, session = accounts.consume_link(instance, token_of(accounts.login_link(instance, account)))
+        _, session = accounts.consume_link(
+            instance, token_of(accounts.login_link(instance, account))
+        )
         clock.advance(timedelta(days=20, minutes=1))
         assert accounts.session_account(session) is None
 

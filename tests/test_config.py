@@ -88,7 +88,9 @@ def test_it_refuses_booleans_where_numbers_belong(tmp_path):
 
 
 def test_it_refuses_a_base_url_with_a_path(tmp_path):
-    assert "[server] base_url" in error_of(tmp_path, '[server]\nbase_url = "https://x.example/app"\n')
+    assert "[server] base_url" in error_of(
+        tmp_path, '[server]\nbase_url = "https://x.example/app"\n'
+    )
 
 
 def test_subdomain_mode_needs_a_domain(tmp_path):

@@ -1,0 +1,104 @@
+"""Integration: the real `outofoffice serve` process on a free loopback port."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from outofoffice.config import ENV_VAR
+from tests.smtp_sink import free_port
+
+
+class ServerProcess:
+    def __init__(self, cwd: Path, args: list[str], port: int, env: dict | None = None):
+        self.cwd, self.args, self.port = cwd, args, port
+        self.env = {k: v for k, v in os.environ.items() if k != ENV_VAR} | (env or {})
+        self.log = cwd / f"serve-{port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "outofoffice",
+                    *self.args,
+                    "serve",
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited early:\n{self.log.read_text()}")
+            try:
+                urllib.request.urlopen(self.url + "/healthz", timeout=1).read()
+                return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        raise AssertionError(f"serve did not answer:\n{self.log.read_text()}")
+
+    def stop(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                raise
+        return self.proc.returncode if self.proc else 0
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+class Browser:
+    """A cookie-keeping HTTP client that follows redirects, like a person's browser."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def request(self, path: str, data: dict | None = None, headers: dict | None = None):
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        req = urllib.request.Request(self.base + path, data=body, headers=headers or {})
+        try:
+            with self.opener.open(req, timeout=10) as response:
+                return response.status, response.geturl(), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.geturl(), exc.read().decode()
+
+
+@pytest.fixture
+def servers():
+    started: list[ServerProcess] = []
+
+    def start(cwd: Path, *args: str, env: dict | None = None, port: int | None = None):
+        server = ServerProcess(cwd, list(args), port or free_port(), env).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,100 @@
+"""The product as an admin and an owner meet it: a real server, a real SMTP server."""
+
+import json
+import re
+import urllib.request
+
+from tests.conftest import write_config
+from tests.integration.conftest import Browser
+from tests.smtp_sink import SMTPSink, free_port
+
+LINK = re.compile(r"http://127\.0\.0\.1:\d+(/auth/[A-Za-z0-9_-]+)")
+
+
+def test_serve_with_no_config_runs_on_built_in_defaults(tmp_path, servers):
+    server = servers(tmp_path)
+    with urllib.request.urlopen(server.url + "/") as page:
+        assert page.status == 200 and b"After-hours requests" in page.read()
+    with urllib.request.urlopen(server.url + "/healthz") as health:
+        report = json.loads(health.read())
+    assert report == {"status": "ok", "database": "ok", "scheduler": "running", "outbox_backlog": 0}
+    assert "built-in defaults" in server.output()
+    assert (tmp_path / "outofoffice-data" / "outofoffice.db").exists()
+    assert server.stop() == 0
+    assert "shutting down" in server.output()
+
+
+def smtp_config(tmp_path, sink, port):
+    return write_config(
+        tmp_path / "config.toml",
+        {
+            "server": {"base_url": f"http://127.0.0.1:{port}"},
+            "storage": {"data_dir": str(tmp_path / "data")},
+            "mail": {"backend": "smtp", "from": "Alpha Desk <desk@alpha.example>"},
+            "mail.smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none"},
+        },
+    )
+
+
+def test_signup_then_login_by_email_through_a_real_smtp_server(tmp_path, servers):
+    port = free_port()
+    with SMTPSink() as sink:
+        server = servers(tmp_path, "--config", str(smtp_config(tmp_path, sink, port)), port=port)
+        browser = Browser(server.url)
+        status, _, page = browser.request(
+            "/signup",
+            {
+                "email": "ann@alpha.example",
+                "name": "Ann",
+                "business_name": "Alpha Properties",
+                "slug": "alpha",
+                "industry": "property_management",
+                "timezone": "Europe/London",
+            },
+        )
+        assert status == 200 and "Check your email" in page
+        [signup_mail] = sink.wait_for(1)
+        assert signup_mail["To"] == "ann@alpha.example"
+        assert signup_mail["Auto-Submitted"] == "auto-generated"
+        path = LINK.search(signup_mail.get_body(("plain",)).get_content()).group(1)
+        assert "Alpha Properties" in browser.request(path)[2]
+        status, url, page = browser.request(path, {})
+        assert url.endswith("/dashboard") and "Alpha Properties" in page
+
+        # a second browser signs in through /login and the emailed link
+        other = Browser(server.url)
+        other.request("/login", {"email": "ann@alpha.example"})
+        login_mail = sink.wait_for(2)[1]
+        login_path = LINK.search(login_mail.get_body(("plain",)).get_content()).group(1)
+        assert other.request(login_path)[0] == 200
+        assert other.request(login_path)[0] == 200  # opening it twice consumes nothing
+        status, url, page = other.request(login_path, {})
+        assert url.endswith("/dashboard") and "Alpha Properties" in page
+        assert other.request(login_path, {})[0] == 410  # never again
+
+
+def test_data_survives_a_restart(tmp_path, servers):
+    port = free_port()
+    with SMTPSink() as sink:
+        cfg = smtp_config(tmp_path, sink, port)
+        first = servers(tmp_path, "--config", str(cfg), port=port)
+        browser = Browser(first.url)
+        browser.request(
+            "/signup",
+            {
+                "email": "bob@beta.example",
+                "name": "Bob",
+                "business_name": "Beta Legal",
+                "slug": "beta",
+                "industry": "legal",
+                "timezone": "America/New_York",
+            },
+        )
+        [mail] = sink.wait_for(1)
+        path = LINK.search(mail.get_body(("plain",)).get_content()).group(1)
+        assert "Beta Legal" in browser.request(path, {})[2]
+        assert first.stop() == 0
+
+        servers(tmp_path, "--config", str(cfg), port=port)
+        status, url, page = browser.request("/dashboard")
+        assert status == 200 and url.endswith("/dashboard") and "Beta Legal" in page

@@ -1,0 +1,182 @@
+"""The admin's CLI: exit codes and one-line errors, through click's runner."""
+
+import json
+import stat
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from outofoffice.cli import cli
+
+CREATE = [
+    "accounts",
+    "create",
+    "--email",
+    "ann@alpha.example",
+    "--name",
+    "Ann",
+    "--business",
+    "Alpha Properties",
+    "--slug",
+    "alpha",
+    "--industry",
+    "property_management",
+]
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def error_line(result) -> str:
+    """The one error line (progress lines of `check` may come before it)."""
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    assert result.output.rstrip().endswith(errors[0]), result.output
+    return errors[0]
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    path = tmp_path / "etc" / "config.toml"
+    run(
+        "--config", path, "init", "--data-dir", tmp_path / "data", "--base-url", "https://h.example"
+    )
+    return path
+
+
+def test_init_writes_the_config_and_a_0600_secret(tmp_path, cfg):
+    assert 'base_url = "https://h.example"' in cfg.read_text()
+    key = tmp_path / "data" / "secret.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert (tmp_path / "data" / "outofoffice.db").exists()
+
+
+def test_init_listens_on_the_port_of_a_plain_http_base_url(tmp_path):
+    path = tmp_path / "c.toml"
+    run(
+        "--config",
+        path,
+        "init",
+        "--data-dir",
+        tmp_path / "d",
+        "--base-url",
+        "http://127.0.0.1:9123",
+    )
+    assert "port = 9123" in path.read_text()
+
+
+def test_init_refuses_to_overwrite(cfg, tmp_path):
+    assert "exists already" in error_line(run("--config", cfg, "init", ok=False))
+
+
+def test_init_refuses_a_bad_base_url(tmp_path):
+    result = run("--config", tmp_path / "c.toml", "init", "--base-url", "ftp://x", ok=False)
+    assert "[server] base_url" in error_line(result)
+    assert not (tmp_path / "c.toml").exists()
+
+
+def test_check_passes_after_init(cfg):
+    result = run("--config", cfg, "check")
+    assert "all checks passed" in result.output
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "named"),
+    [
+        ("server", "prot = 1", "[server] prot"),
+        ("server", 'port = "eighty"', "[server] port"),
+        ("mail", 'backend = "pigeon"', "[mail] backend"),
+        ("retention", "ip_days = 365", "[retention] ip_days"),
+    ],
+)
+def test_check_fails_with_one_line_naming_the_key(cfg, section, line, named):
+    text = cfg.read_text()
+    if f"[{section}]\n" in text:
+        text = text.replace(f"[{section}]\n", f"[{section}]\n{line}\n")
+    else:
+        text += f"\n[{section}]\n{line}\n"
+    cfg.write_text(text)
+    message = error_line(run("--config", cfg, "check", ok=False))
+    assert named in message and str(cfg) in message
+
+
+def test_check_sends_a_test_email(cfg, tmp_path):
+    cfg.write_text(cfg.read_text() + '\n[mail]\nbackend = "file"\n')
+    result = run("--config", cfg, "check", "--send-test-email", "admin@h.example")
+    assert "test email: sent" in result.output
+    [eml] = (tmp_path / "data" / "mail").glob("*.eml")
+    assert b"To: admin@h.example" in eml.read_bytes()
+
+
+def test_check_without_init_says_what_to_do(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(f'[storage]\ndata_dir = "{tmp_path / "nothing"}"\n')
+    assert "outofoffice init" in error_line(run("--config", path, "check", ok=False))
+
+
+def test_migrate_is_idempotent(cfg):
+    assert "schema version" in run("--config", cfg, "migrate").output
+    assert "applied" not in run("--config", cfg, "migrate").output
+
+
+def test_accounts_create_list_show_disable_enable(cfg):
+    assert "https://h.example/r/alpha" in run("--config", cfg, *CREATE).output
+    listed = json.loads(run("--config", cfg, "accounts", "list", "--json").output)
+    assert [(a["slug"], a["status"]) for a in listed] == [("alpha", "active")]
+    shown = run("--config", cfg, "accounts", "show", "alpha").output
+    assert "Alpha Properties" in shown and "property_management" in shown
+    assert "disabled" in run("--config", cfg, "accounts", "disable", "alpha").output
+    assert "disabled" in error_line(
+        run("--config", cfg, "accounts", "login-link", "alpha", ok=False)
+    )
+    run("--config", cfg, "accounts", "enable", "alpha")
+    assert "alpha" in run("--config", cfg, "accounts", "list").output
+
+
+def test_accounts_create_names_the_bad_option(cfg):
+    bad = [*CREATE[:-4], "--slug", "admin", "--industry", "legal"]
+    assert "--slug" in error_line(run("--config", cfg, *bad, ok=False))
+    bad_tz = [*CREATE, "--timezone", "Mars/Base"]
+    assert "--timezone" in error_line(run("--config", cfg, *bad_tz, ok=False))
+    run("--config", cfg, *CREATE)
+    assert "--email" in error_line(
+        run("--config", cfg, *[a if a != "alpha" else "alpha-two" for a in CREATE], ok=False)
+    )
+
+
+def test_login_link_prints_a_url_from_base_url(cfg):
+    run("--config", cfg, *CREATE)
+    for who in ("alpha", "ann@alpha.example"):
+        url = run("--config", cfg, "accounts", "login-link", who).output.strip()
+        assert url.startswith("https://h.example/auth/") and len(url) > 60
+
+
+def test_unknown_accounts_are_one_line_errors(cfg):
+    for command in ("show", "disable", "enable", "login-link"):
+        assert "nobody" in error_line(run("--config", cfg, "accounts", command, "nobody", ok=False))
+
+
+def test_every_command_has_help():
+    def walk(group, path):
+        yield path
+        for name, command in getattr(group, "commands", {}).items():
+            yield from walk(command, [*path, name])
+
+    for path in walk(cli, []):
+        result = run(*path, "--help")
+        assert "Usage:" in result.output
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run(
+        [sys.executable, "-m", "outofoffice", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "accounts" in result.stdout

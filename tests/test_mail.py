@@ -1,0 +1,247 @@
+"""Mailers against real peers: a file drop, a real SMTP server, a local Resend stand-in."""
+
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from outofoffice import clock, db
+from outofoffice.mail import Message, outbox
+from outofoffice.models import OutboxEmail
+from tests.smtp_sink import SMTPSink, free_port
+
+
+def queue(instance, to="vera@vendor.example", subject="Hello", text="Body text", **kw):
+    with db.connection(), db.write():
+        row = outbox.enqueue(
+            instance.keys,
+            sender=instance.sender,
+            to=to,
+            subject=subject,
+            text=text,
+            html=f"<p>{text}</p>",
+            kind="test",
+            **kw,
+        )
+    return row.id
+
+
+def deliver(instance):
+    with db.connection():
+        return outbox.deliver_due(instance.mailer, instance.keys, instance.sender)
+
+
+def row(row_id):
+    with db.connection():
+        return OutboxEmail.get_by_id(row_id)
+
+
+def test_the_file_mailer_writes_one_complete_eml_per_message(instance, mailbox):
+    queue(instance, subject="Pipe burst")
+    [message] = mailbox.deliver()
+    assert message["Subject"] == "Pipe burst"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message.get_content_type() == "multipart/alternative"
+    assert mailbox.text(message).strip() == "Body text"
+    assert message.get_body(preferencelist=("html",)).get_content().strip() == "<p>Body text</p>"
+    assert not list(instance.config.mail_dir.glob(".tmp-*"))
+
+
+def test_queued_bodies_are_encrypted_and_emptied_once_sent(instance, mailbox):
+    row_id = queue(instance, text="Gas smell at 4 Oak Lane")
+    with db.connection():
+        raw = db.database.execute_sql("SELECT body_text FROM outbox").fetchone()[0]
+    assert "Oak Lane" not in raw
+    mailbox.deliver()
+    sent = row(row_id)
+    assert sent.status == "sent" and sent.body_text == "" and sent.body_html == ""
+
+
+def test_control_characters_never_reach_a_header():
+    message = Message(
+        sender="A <a@example.com>",
+        to="b@example.com\r\nBcc: c@example.com",
+        subject="Hi\r\nBcc: evil@example.com",
+        text="t",
+        html="",
+        message_id="<1@example.com>",
+    )
+    rendered = message.to_email().as_string()
+    assert "\nBcc:" not in rendered
+
+
+def test_smtp_delivers_to_a_real_server(make_instance):
+    with SMTPSink() as sink:
+        instance = make_instance(
+            mail={"backend": "smtp"},
+            mail__smtp={
+                "host": "127.0.0.1",
+                "port": sink.port,
+                "security": "none",
+            },
+        )
+        row_id = queue(instance, subject="Test via SMTP")
+        assert deliver(instance)["sent"] == 1
+        [message] = sink.wait_for(1)
+    assert message["Subject"] == "Test via SMTP"
+    assert message["Message-ID"] == row(row_id).message_id
+    assert sink.envelopes == [("noreply@oop.example.test", ["vera@vendor.example"])]
+
+
+def test_smtp_logs_in_when_a_username_is_set(make_instance, tmp_path):
+    (tmp_path / "pw").write_text("s3cret")
+    with SMTPSink(username="relay", password="s3cret") as sink:
+        instance = make_instance(
+            mail={"backend": "smtp"},
+            mail__smtp={
+                "host": "127.0.0.1",
+                "port": sink.port,
+                "security": "none",
+                "username": "relay",
+                "password_file": str(tmp_path / "pw"),
+            },
+        )
+        queue(instance)
+        assert deliver(instance)["sent"] == 1
+        assert len(sink.wait_for(1)) == 1
+
+
+def test_a_temporary_smtp_failure_is_retried_with_backoff(make_instance):
+    with SMTPSink() as sink:
+        sink.refuse = "451 Try again later"
+        instance = make_instance(
+            mail={"backend": "smtp"},
+            mail__smtp={
+                "host": "127.0.0.1",
+                "port": sink.port,
+                "security": "none",
+            },
+        )
+        row_id = queue(instance)
+        assert deliver(instance)["retry"] == 1
+        failed = row(row_id)
+        assert failed.status == "queued" and failed.attempts == 1 and "451" in failed.last_error
+        delay = (failed.next_attempt_at - clock.now()).total_seconds()
+        assert 3 <= delay <= 7
+        assert deliver(instance) == {"sent": 0, "retry": 0, "dead": 0}  # not due yet
+        sink.refuse = ""
+        clock.advance(timedelta(seconds=8))
+        assert deliver(instance)["sent"] == 1
+        assert len(sink.wait_for(1)) == 1
+
+
+def test_a_permanent_smtp_refusal_is_dead_lettered(make_instance):
+    with SMTPSink() as sink:
+        sink.refuse = "550 No such user"
+        instance = make_instance(
+            mail={"backend": "smtp"},
+            mail__smtp={
+                "host": "127.0.0.1",
+                "port": sink.port,
+                "security": "none",
+            },
+        )
+        row_id = queue(instance)
+        assert deliver(instance)["dead"] == 1
+    assert row(row_id).status == "dead"
+
+
+def test_an_unreachable_server_is_retried_until_the_row_expires(make_instance):
+    instance = make_instance(
+        mail={"backend": "smtp"},
+        mail__smtp={
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "security": "none",
+            "timeout": 2,
+        },
+    )
+    row_id = queue(instance)
+    assert deliver(instance)["retry"] == 1
+    clock.advance(timedelta(hours=24))
+    assert deliver(instance)["dead"] == 1
+    assert row(row_id).status == "dead"
+
+
+def test_retry_delays_grow_from_seconds_to_five_minutes():
+    delays = [outbox.retry_delay(n) for n in range(1, 10)]
+    assert 4 <= delays[0] <= 6 and 12 <= delays[1] <= 18 and 36 <= delays[2] <= 54
+    assert max(delays) <= 300 * 1.2
+
+
+class ResendStandIn(BaseHTTPRequestHandler):
+    """Speaks Resend's documented POST /emails contract."""
+
+    responses: list = []
+    received: list = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).received.append((self.path, dict(self.headers), body))
+        status, headers, payload = type(self).responses.pop(0)
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(payload).encode())
+
+    def log_message(self, *args):
+        return None
+
+
+@pytest.fixture
+def resend(make_instance):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ResendStandIn)
+    ResendStandIn.responses, ResendStandIn.received = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    instance = make_instance(
+        mail={"backend": "resend"},
+        mail__resend={
+            "api_key": "re_test_key",
+            "api_url": f"http://127.0.0.1:{server.server_port}",
+        },
+    )
+    yield instance, ResendStandIn
+    server.shutdown()
+
+
+def test_resend_gets_the_documented_request_and_a_stable_idempotency_key(resend):
+    instance, api = resend
+    api.responses += [
+        (429, {"Retry-After": "2"}, {"message": "slow down"}),
+        (200, {}, {"id": "abc"}),
+    ]
+    row_id = queue(instance, subject="Via Resend", reply_to="owner@alpha.example")
+    assert deliver(instance)["retry"] == 1
+    waited = (row(row_id).next_attempt_at - clock.now()).total_seconds()
+    assert 1 <= waited <= 2.5
+    clock.advance(timedelta(seconds=3))
+    assert deliver(instance)["sent"] == 1
+    (path, first_headers, body), (_, second_headers, _) = api.received
+    assert path == "/emails"
+    assert first_headers["Authorization"] == "Bearer re_test_key"
+    assert first_headers["Idempotency-Key"] == second_headers["Idempotency-Key"]
+    assert body["subject"] == "Via Resend" and body["to"] == ["vera@vendor.example"]
+    assert body["text"].strip() == "Body text" and body["html"] == "<p>Body text</p>"
+    assert body["reply_to"] == "owner@alpha.example"
+    assert body["headers"]["Auto-Submitted"] == "auto-generated"
+
+
+def test_resend_client_errors_are_dead_lettered_with_the_providers_message(resend):
+    instance, api = resend
+    api.responses.append((422, {}, {"message": "Invalid `to` field"}))
+    row_id = queue(instance)
+    assert deliver(instance)["dead"] == 1
+    assert "Invalid `to` field" in row(row_id).last_error
+
+
+def test_resend_server_errors_are_retried(resend):
+    instance, api = resend
+    api.responses.append((503, {}, {"message": "unavailable"}))
+    row_id = queue(instance)
+    assert deliver(instance)["retry"] == 1
+    assert row(row_id).status == "queued"
