@@ -6,6 +6,7 @@ email to a vendor is a promise to a caller and must survive a power cut.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,10 +33,20 @@ class DatabaseError(Exception):
     """The configured database cannot be opened."""
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only; SQLite gives its WAL and
+    shared-memory files the same mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return
+
+
 def connect_url(url: str) -> peewee.Database:
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
         return peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS)
     if url.startswith(("postgresql://", "postgres://")):
         try:

@@ -6,7 +6,6 @@ web app and the domain functions that need keys or mail.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -30,8 +29,8 @@ class Instance:
         first start, ``migrate`` brings the schema up to date (else it must be)."""
         if create:
             try:
-                config.data_dir.mkdir(parents=True, exist_ok=True)
-                os.chmod(config.data_dir, 0o700)
+                if not config.data_dir.exists():
+                    config.data_dir.mkdir(parents=True, mode=0o700)
             except OSError as exc:
                 raise InstanceError(
                     f"[storage] data_dir: cannot create {config.data_dir}: {exc.strerror}"

@@ -41,10 +41,19 @@ def make_server(instance: Instance, host: str, port: int):
 
 def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True) -> None:
     """Run until SIGINT or SIGTERM."""
+    server = make_server(instance, host, port)
     scheduler = Scheduler(instance) if with_scheduler else None
     if scheduler:
-        scheduler.start()
-    server = make_server(instance, host, port)
+        try:
+            scheduler.start()
+        except Exception:
+            server.close()
+            raise
+    if instance.config.mail.backend == "console":
+        log.warning(
+            'mail goes to this log ([mail] backend = "console"), sign-in links included; '
+            "choose smtp or resend for real use"
+        )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)
     log.info("serving on http://%s:%s (public address %s)", host, port, instance.config.base_url)

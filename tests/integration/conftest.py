@@ -20,8 +20,10 @@ from tests.smtp_sink import free_port
 
 
 class ServerProcess:
-    def __init__(self, cwd: Path, args: list[str], port: int, env: dict | None = None):
-        self.cwd, self.args, self.port = cwd, args, port
+    def __init__(
+        self, cwd: Path, args: list[str], port: int, env: dict | None = None, serve_args=()
+    ):
+        self.cwd, self.args, self.port, self.serve_args = cwd, args, port, list(serve_args)
         self.env = {k: v for k, v in os.environ.items() if k != ENV_VAR} | (env or {})
         self.log = cwd / f"serve-{port}.log"
         self.proc: subprocess.Popen | None = None
@@ -41,6 +43,7 @@ class ServerProcess:
                     "serve",
                     "--port",
                     str(self.port),
+                    *self.serve_args,
                 ],
                 cwd=self.cwd,
                 env=self.env,
@@ -53,6 +56,8 @@ class ServerProcess:
                 raise AssertionError(f"serve exited early:\n{self.log.read_text()}")
             try:
                 urllib.request.urlopen(self.url + "/healthz", timeout=1).read()
+                return self
+            except urllib.error.HTTPError:  # it answers; the test judges the answer
                 return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.1)
@@ -94,8 +99,8 @@ class Browser:
 def servers():
     started: list[ServerProcess] = []
 
-    def start(cwd: Path, *args: str, env: dict | None = None, port: int | None = None):
-        server = ServerProcess(cwd, list(args), port or free_port(), env).start()
+    def start(cwd: Path, *args: str, env=None, port: int | None = None, serve_args=()):
+        server = ServerProcess(cwd, list(args), port or free_port(), env, serve_args).start()
         started.append(server)
         return server
 

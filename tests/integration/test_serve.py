@@ -2,6 +2,11 @@
 
 import json
 import re
+import signal
+import stat
+import subprocess
+import sys
+import time
 import urllib.request
 
 from tests.conftest import write_config
@@ -98,3 +103,71 @@ def test_data_survives_a_restart(tmp_path, servers):
         servers(tmp_path, "--config", str(cfg), port=port)
         status, url, page = browser.request("/dashboard")
         assert status == 200 and url.endswith("/dashboard") and "Beta Legal" in page
+
+
+def test_a_separate_worker_delivers_what_serve_queues(tmp_path, servers):
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "config.toml",
+        {
+            "server": {"base_url": f"http://127.0.0.1:{port}"},
+            "storage": {"data_dir": str(tmp_path / "data")},
+            "mail": {"backend": "file"},
+        },
+    )
+    server = servers(tmp_path, "--config", str(cfg), port=port, serve_args=["--no-scheduler"])
+    health = Browser(server.url).request("/healthz")
+    assert health[0] == 503 and json.loads(health[2])["scheduler"] == "stopped"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "outofoffice",
+            "--config",
+            str(cfg),
+            "accounts",
+            "create",
+            "--email",
+            "cy@gamma.example",
+            "--name",
+            "Cy",
+            "--business",
+            "Gamma IT",
+            "--slug",
+            "gamma",
+            "--industry",
+            "it_services",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    Browser(server.url).request("/login", {"email": "cy@gamma.example"})
+    mail_dir = tmp_path / "data" / "mail"
+    assert not mail_dir.exists() or not list(mail_dir.glob("*.eml"))
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "outofoffice", "--config", str(cfg), "worker"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not list(mail_dir.glob("*.eml")):
+            time.sleep(0.1)
+        [eml] = mail_dir.glob("*.eml")
+        assert b"To: cy@gamma.example" in eml.read_bytes()
+        report = json.loads(Browser(server.url).request("/healthz")[2])
+        assert report["scheduler"] == "running in another process"
+        assert report["status"] == "ok" and report["outbox_backlog"] == 0
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0
+
+
+def test_the_database_and_key_are_private_to_the_service_user(tmp_path, servers):
+    server = servers(tmp_path)
+    data = tmp_path / "outofoffice-data"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    for name in ("outofoffice.db", "secret.key"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    assert server.stop() == 0
