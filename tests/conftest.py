@@ -88,6 +88,12 @@ def conn(instance):
         yield
 
 
+def deliver(instance: Instance) -> dict[str, int]:
+    """Run the outbox delivery job once, as the scheduler would."""
+    with db.connection():
+        return outbox.deliver_due(instance.mailer, instance.keys, instance.sender)
+
+
 class Mailbox:
     """Delivers the outbox through the file mailer and reads the .eml files back."""
 
@@ -96,8 +102,7 @@ class Mailbox:
         self.seen: set[Path] = set()
 
     def deliver(self) -> list[email.message.EmailMessage]:
-        with db.connection():
-            outbox.deliver_due(self.instance.mailer, self.instance.keys, self.instance.sender)
+        deliver(self.instance)
         folder = self.instance.config.mail_dir
         new = (
             sorted(p for p in folder.glob("*.eml") if p not in self.seen) if folder.exists() else []

@@ -10,6 +10,7 @@ import pytest
 from outofoffice import clock, db
 from outofoffice.mail import Message, outbox
 from outofoffice.models import OutboxEmail
+from tests.conftest import deliver
 from tests.smtp_sink import SMTPSink, free_port
 
 
@@ -28,9 +29,10 @@ def queue(instance, to="vera@vendor.example", subject="Hello", text="Body text",
     return row.id
 
 
-def deliver(instance):
-    with db.connection():
-        return outbox.deliver_due(instance.mailer, instance.keys, instance.sender)
+def smtp_instance(make_instance, port, **smtp):
+    """An instance whose mail goes to the SMTP server on ``port`` over loopback."""
+    settings = {"host": "127.0.0.1", "port": port, "security": "none", **smtp}
+    return make_instance(mail={"backend": "smtp"}, mail__smtp=settings)
 
 
 def row(row_id):
@@ -74,14 +76,7 @@ def test_control_characters_never_reach_a_header():
 
 def test_smtp_delivers_to_a_real_server(make_instance):
     with SMTPSink() as sink:
-        instance = make_instance(
-            mail={"backend": "smtp"},
-            mail__smtp={
-                "host": "127.0.0.1",
-                "port": sink.port,
-                "security": "none",
-            },
-        )
+        instance = smtp_instance(make_instance, sink.port)
         row_id = queue(instance, subject="Test via SMTP")
         assert deliver(instance)["sent"] == 1
         [message] = sink.wait_for(1)
@@ -93,15 +88,8 @@ def test_smtp_delivers_to_a_real_server(make_instance):
 def test_smtp_logs_in_when_a_username_is_set(make_instance, tmp_path):
     (tmp_path / "pw").write_text("s3cret")
     with SMTPSink(username="relay", password="s3cret") as sink:
-        instance = make_instance(
-            mail={"backend": "smtp"},
-            mail__smtp={
-                "host": "127.0.0.1",
-                "port": sink.port,
-                "security": "none",
-                "username": "relay",
-                "password_file": str(tmp_path / "pw"),
-            },
+        instance = smtp_instance(
+            make_instance, sink.port, username="relay", password_file=str(tmp_path / "pw")
         )
         queue(instance)
         assert deliver(instance)["sent"] == 1
@@ -111,14 +99,7 @@ def test_smtp_logs_in_when_a_username_is_set(make_instance, tmp_path):
 def test_a_temporary_smtp_failure_is_retried_with_backoff(make_instance):
     with SMTPSink() as sink:
         sink.refuse = "451 Try again later"
-        instance = make_instance(
-            mail={"backend": "smtp"},
-            mail__smtp={
-                "host": "127.0.0.1",
-                "port": sink.port,
-                "security": "none",
-            },
-        )
+        instance = smtp_instance(make_instance, sink.port)
         row_id = queue(instance)
         assert deliver(instance)["retry"] == 1
         failed = row(row_id)
@@ -135,29 +116,14 @@ def test_a_temporary_smtp_failure_is_retried_with_backoff(make_instance):
 def test_a_permanent_smtp_refusal_is_dead_lettered(make_instance):
     with SMTPSink() as sink:
         sink.refuse = "550 No such user"
-        instance = make_instance(
-            mail={"backend": "smtp"},
-            mail__smtp={
-                "host": "127.0.0.1",
-                "port": sink.port,
-                "security": "none",
-            },
-        )
+        instance = smtp_instance(make_instance, sink.port)
         row_id = queue(instance)
         assert deliver(instance)["dead"] == 1
     assert row(row_id).status == "dead"
 
 
 def test_an_unreachable_server_is_retried_until_the_row_expires(make_instance):
-    instance = make_instance(
-        mail={"backend": "smtp"},
-        mail__smtp={
-            "host": "127.0.0.1",
-            "port": free_port(),
-            "security": "none",
-            "timeout": 2,
-        },
-    )
+    instance = smtp_instance(make_instance, free_port(), timeout=2)
     row_id = queue(instance)
     assert deliver(instance)["retry"] == 1
     clock.advance(timedelta(hours=24))
