@@ -3,6 +3,10 @@
 Step N takes a database at version N-1 to version N. ``schema_version`` holds one row.
 A code release never serves a database it does not understand: an older schema is
 migrated (``outofoffice migrate``; ``serve`` does it on start), a newer one is refused.
+
+Step 1 creates the tables from models.py. Once a release changes a model, step 1
+must keep creating the version-1 shape (copy the version-1 model definitions into it)
+and the change goes into a new step, so an old database and a new one end up alike.
 """
 
 from __future__ import annotations

@@ -180,3 +180,18 @@ def test_python_dash_m_runs_the_cli():
         [sys.executable, "-m", "outofoffice", "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "accounts" in result.stdout
+
+
+def test_init_without_a_config_option_writes_config_toml_here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OUTOFOFFICE_CONFIG", raising=False)
+    run("init")
+    assert (tmp_path / "config.toml").is_file()
+    assert (tmp_path / "outofoffice-data" / "secret.key").is_file()
+    assert "using config file" in run("check").output
+
+
+def test_the_environment_names_the_config(cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OUTOFOFFICE_CONFIG", str(cfg))
+    assert str(cfg) in run("check").output
