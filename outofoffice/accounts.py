@@ -6,6 +6,7 @@ consumed by a POST (mail scanners follow GET links), once, within its TTL.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 import zoneinfo
@@ -16,6 +17,7 @@ from outofoffice import clock, db
 from outofoffice.instance import Instance
 from outofoffice.keys import hash_token, new_token
 from outofoffice.mail import outbox
+from outofoffice.mail.message import is_address
 from outofoffice.models import Account, Category, Invite, MagicLink, Session, SlugHold
 from outofoffice.policy import INVITE_DAYS, NAME_MAX
 from outofoffice.templating import render_email
@@ -123,8 +125,9 @@ RESERVED_SLUGS = frozenset(
     ]
 )
 
-SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,38}[a-z0-9])$")
-EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?\.[a-z]{2,}$")
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{1,38}[a-z0-9]")
+
+JOINERS = "\u200c\u200d"  # zero-width (non-)joiners belong to some scripts and emoji
 
 SIGNUP_FIELDS = ("email", "name", "business_name", "slug", "industry", "timezone")
 
@@ -155,20 +158,20 @@ def _text_problem(value: str, what: str, maximum: int = NAME_MAX) -> str | None:
         return f"Enter {what}."
     if len(value) > maximum:
         return f"Use at most {maximum} characters for {what}."
-    if any(unicodedata.category(c) == "Cc" for c in value):
-        return f"Remove control characters from {what}."
+    if any(unicodedata.category(c) in ("Cc", "Cf") and c not in JOINERS for c in value):
+        return f"Remove control or invisible formatting characters from {what}."
     return None
 
 
 def email_problem(email: str) -> str | None:
-    if not EMAIL.match(email) or len(email) > 254:
+    if not is_address(email) or "." not in email.partition("@")[2]:
         return "Enter an email address such as owner@example.com."
     return None
 
 
 def slug_problem(slug: str) -> str | None:
     """Why this slug cannot be taken now, or None."""
-    if not SLUG.match(slug):
+    if not SLUG.fullmatch(slug):
         return (
             "Use 3 to 40 lowercase letters, digits and hyphens, "
             "starting and ending with a letter or digit."
@@ -267,16 +270,30 @@ def login_link(instance: Instance, account: Account) -> str:
     return instance.url(f"/auth/{token}")
 
 
-def _queue_link_email(
-    instance: Instance, template: str, to: str, token: str, account=None, **context
+def _send_link(
+    instance: Instance,
+    template: str,
+    email: str,
+    account: Account | None = None,
+    signup: dict | None = None,
+    business: str = "",
 ) -> None:
+    """Issue a link and queue its email. Without an address (an unknown or disabled
+    account) the same work is done, a link that can never sign in is stored, and
+    nothing is queued: the answer's timing does not tell whether the account exists."""
+    sealed = instance.keys.encrypt(json.dumps(signup)) if signup else None
+    purpose = "signup" if signup else "login"
+    token = _issue_link(instance, purpose, email, account=account, payload=sealed)
+    minutes = instance.config.retention.magic_link_minutes
     text, html = render_email(
         template,
         url=instance.url(f"/auth/{token}"),
-        minutes=instance.config.retention.magic_link_minutes,
+        minutes=minutes,
         operator=instance.config.operator,
-        **context,
+        business=business,
     )
+    if not email:
+        return
     subject = {
         "login": f"Sign in to {instance.config.operator.name}",
         "signup": f"Confirm your new {instance.config.operator.name} account",
@@ -284,59 +301,51 @@ def _queue_link_email(
     outbox.enqueue(
         instance.keys,
         sender=instance.sender,
-        to=to,
+        to=email,
         subject=subject,
         text=text,
         html=html,
         kind=template,
         account=account,
-        lifetime=timedelta(minutes=instance.config.retention.magic_link_minutes),
+        lifetime=timedelta(minutes=minutes),
     )
+
+
+def _send_login(instance: Instance, account: Account | None) -> None:
+    if account is not None and account.status == "active":
+        _send_link(instance, "login", account.email, account, business=account.business_name)
+    else:
+        _send_link(instance, "login", "")
 
 
 def request_login(instance: Instance, email: str) -> None:
     """Queue a sign-in link if the address belongs to an active account.
 
-    The caller answers the same either way, and nothing is sent inside the request,
-    so neither the page nor its timing tells whether the address exists.
+    The page answers the same either way and nothing is sent inside the request.
     """
-    email = normalise_email(email)
     with db.write():
-        account = Account.get_or_none(Account.email == email)
-        if account is None or account.status != "active":
-            return
-        token = _issue_link(instance, "login", email, account=account)
-        _queue_link_email(
-            instance, "login", email, token, account=account, business=account.business_name
-        )
+        _send_login(instance, Account.get_or_none(Account.email == normalise_email(email)))
     outbox.wake()
 
 
 def request_signup(instance: Instance, form: dict[str, str], invite: str = "") -> None:
     """Validate a signup and email a confirmation link; the account is created only
-    when the link is used, so an unconfirmed signup holds no slug."""
+    when the link is used, so an unconfirmed signup holds no slug. The form data
+    waits in the link's row, encrypted."""
     data = clean_signup(form)
     if instance.config.server.signup == "invite":
         if not _valid_invite(invite, data["email"]):
-            raise ValidationError({"invite": "This invitation is not valid any more."})
+            raise ValidationError(
+                {"invite": "This invitation is for another address or is no longer valid."}
+            )
         data["invite"] = hash_token(invite)
     with db.write():
         existing = Account.get_or_none(Account.email == data["email"])
         if existing is not None:
-            # Same answer as a new signup; the owner gets a sign-in link instead.
-            token = _issue_link(instance, "login", existing.email, account=existing)
-            _queue_link_email(
-                instance,
-                "login",
-                existing.email,
-                token,
-                account=existing,
-                business=existing.business_name,
-            )
+            _send_login(instance, existing)  # same answer; the owner may just sign in
         else:
-            token = _issue_link(instance, "signup", data["email"], payload=data)
-            _queue_link_email(
-                instance, "signup", data["email"], token, business=data["business_name"]
+            _send_link(
+                instance, "signup", data["email"], signup=data, business=data["business_name"]
             )
     outbox.wake()
 
@@ -344,6 +353,8 @@ def request_signup(instance: Instance, form: dict[str, str], invite: str = "") -
 def _live_link(token: str) -> MagicLink | None:
     link = MagicLink.get_or_none(MagicLink.token_hash == hash_token(token))
     if link is None or link.used_at is not None or link.expires_at <= clock.now():
+        return None
+    if link.purpose == "login" and (link.account is None or link.account.status != "active"):
         return None
     return link
 
@@ -356,9 +367,13 @@ def peek_link(token: str) -> MagicLink:
     return link
 
 
-def link_business_name(link: MagicLink) -> str:
+def _signup_data(instance: Instance, link: MagicLink) -> dict:
+    return json.loads(instance.keys.decrypt(link.payload))
+
+
+def link_business_name(instance: Instance, link: MagicLink) -> str:
     if link.purpose == "signup":
-        return link.payload["business_name"]
+        return _signup_data(instance, link)["business_name"]
     return link.account.business_name
 
 
@@ -376,11 +391,9 @@ def consume_link(instance: Instance, token: str) -> tuple[Account, str]:
         if used != 1:
             raise LinkError(token)
         if link.purpose == "signup":
-            account = _create_from_signup(link.payload)
+            account = _create_from_signup(_signup_data(instance, link))
         else:
             account = link.account
-            if account.status != "active":
-                raise LinkError(token)
         session_token = start_session(instance, account)
     return account, session_token
 

@@ -184,7 +184,7 @@ def check(state: State, send_test_email: str | None, show_config: bool) -> None:
     click.echo(f"data folder: ok ({cfg.data_dir})")
     inst = state.instance(create=False)
     click.echo(f"secret key: ok ({cfg.secret_key_path})")
-    click.echo(f"database: ok ({cfg.database_url}, schema version {migrations.LATEST})")
+    click.echo(f"database: ok ({cfg.database_display}, schema version {migrations.LATEST})")
     problems = inst.mailer.problems()
     if problems:
         raise click.ClickException(problems[0])

@@ -15,13 +15,13 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, make_dataclass
-from email.utils import parseaddr
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from outofoffice import policy
+from outofoffice.mail.message import is_address, is_mailbox
 
 ENV_VAR = "OUTOFOFFICE_CONFIG"
 SYSTEM_CONFIG = Path("/etc/outofoffice/config.toml")
@@ -41,16 +41,34 @@ class ConfigError(Exception):
 # --- validators: each returns a problem ("must be ...") or None -----------------------
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _url(value: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"must be an http:// or https:// URL such as https://help.example.com, got {value!r}"
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return f"must be scheme://host[:port] with no path, got {value!r}"
+    if re.search(r"[\s\"'<>\\?#@]", value) or parts.path not in ("", "/"):
+        return f"must be scheme://host[:port] with nothing else, got {value!r}"
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         return f"has a bad port: {value!r}"
+    return None
+
+
+def _https_unless_loopback(value: str) -> str | None:
+    if problem := _url(value):
+        return problem
+    parts = urlsplit(value)
+    if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
+        return f"must be https:// (the API key travels with every request), got {value!r}"
     return None
 
 
@@ -73,17 +91,13 @@ def _domain_or_empty(value: str) -> str | None:
     return None
 
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-
-
 def _email(value: str) -> str | None:
-    return None if _EMAIL.match(value) else f"must be an email address, got {value!r}"
+    return None if is_address(value) else f"must be one email address, got {value!r}"
 
 
 def _mailbox(value: str) -> str | None:
-    name, addr = parseaddr(value)
-    if not _EMAIL.match(addr) or any(c in value for c in "\r\n"):
-        return f'must be an address such as "Firm <noreply@example.com>", got {value!r}'
+    if not is_mailbox(value):
+        return f'must be one address such as "Firm <noreply@example.com>", got {value!r}'
     return None
 
 
@@ -213,8 +227,10 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
                 "database",
                 str,
                 "",
-                "Database URL; empty means SQLite at <data_dir>/outofoffice.db.",
+                "Database URL; empty means SQLite at <data_dir>/outofoffice.db. A URL with a "
+                "password is better kept in database_file.",
                 check=_database,
+                secret=True,
             ),
         ),
     ),
@@ -285,7 +301,13 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
         "The resend backend.",
         (
             Key("api_key", str, "", "Resend API key (or use api_key_file).", secret=True),
-            Key("api_url", str, "https://api.resend.com", "Resend API address.", check=_url),
+            Key(
+                "api_url",
+                str,
+                "https://api.resend.com",
+                "Resend API address; https:// unless on this machine.",
+                check=_https_unless_loopback,
+            ),
         ),
     ),
     "retention": (
@@ -397,6 +419,11 @@ class Config:
     @property
     def database_url(self) -> str:
         return self.storage.database or f"sqlite:///{self.data_dir / 'outofoffice.db'}"
+
+    @property
+    def database_display(self) -> str:
+        """The database URL with any password hidden, for logs and `check`."""
+        return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:<redacted>@", self.database_url)
 
     @property
     def secret_key_path(self) -> Path:
@@ -523,6 +550,16 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Config:
 def _cross_check(config: Config, error_for: Callable[..., Callable[[str], ConfigError]]) -> None:
     if config.server.routing_pages == "subdomain" and not config.server.domain:
         raise error_for("server", "domain")('is required when routing_pages = "subdomain"')
+    smtp = config.mail.smtp
+    if (
+        config.mail.backend == "smtp"
+        and smtp.security == "none"
+        and smtp.password
+        and not is_loopback(smtp.host)
+    ):
+        raise error_for("mail.smtp", "security")(
+            f'"none" would send the password in the clear to {smtp.host}; use "starttls" or "ssl"'
+        )
     if config.mail.backend == "resend" and not config.mail.resend.api_key:
         raise error_for("mail.resend", "api_key")(
             'is required when backend = "resend" (or set api_key_file)'

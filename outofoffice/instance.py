@@ -55,7 +55,10 @@ class Instance:
         except migrations.SchemaError as exc:
             raise InstanceError(str(exc)) from None
         except Exception as exc:  # peewee/sqlite OperationalError and the like
-            raise InstanceError(f"cannot open the database {config.database_url}: {exc}") from None
+            raise InstanceError(
+                f"cannot open the database {config.database_display}: {type(exc).__name__}: "
+                + str(exc).replace(config.database_url, config.database_display)
+            ) from None
         return cls(config=config, keys=secret)
 
     @cached_property

@@ -9,6 +9,7 @@ import threading
 
 import waitress
 
+from outofoffice.config import is_loopback
 from outofoffice.instance import Instance
 from outofoffice.policy import REQUEST_BODY_MAX
 from outofoffice.scheduler import Scheduler
@@ -28,7 +29,8 @@ def make_server(instance: Instance, host: str, port: int):
         "port": port,
         "threads": config.server.threads,
         "ident": "outofoffice",
-        "max_request_body_size": REQUEST_BODY_MAX,
+        # the app answers 64 KiB to 1 MiB with its own 413 page; beyond, waitress stops it
+        "max_request_body_size": 16 * REQUEST_BODY_MAX,
         "clear_untrusted_proxy_headers": True,
     }
     if config.server.trusted_proxy:
@@ -49,6 +51,12 @@ def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True)
         except Exception:
             server.close()
             raise
+    if not instance.config.https and not is_loopback(host):
+        log.warning(
+            "listening on %s with an http:// base_url: sign-in links and cookies travel "
+            "unencrypted unless a TLS proxy sits in front; set [server] base_url to https://",
+            host,
+        )
     if instance.config.mail.backend == "console":
         log.warning(
             'mail goes to this log ([mail] backend = "console"), sign-in links included; '

@@ -157,3 +157,21 @@ def test_a_slug_taken_between_signup_and_confirmation_is_reported(instance, conn
     with pytest.raises(accounts.ValidationError) as caught:
         accounts.consume_link(instance, token_of(link))
     assert "slug" in caught.value.errors
+
+
+def test_pending_signup_details_are_encrypted(instance, conn):
+    accounts.request_signup(instance, {**SIGNUP, "business_name": "Zebra Plumbing"})
+    dump = "\n".join(db.database.connection().iterdump())
+    assert "Zebra Plumbing" not in dump and "gamma-it" not in dump
+
+
+def test_signup_with_a_disabled_accounts_address_sends_nothing(instance, owners):
+    accounts.set_status("alpha", "disabled")
+    accounts.request_signup(instance, {**SIGNUP, "email": "ann@alpha.example"})
+    assert OutboxEmail.select().count() == 0
+
+
+def test_invisible_formatting_characters_are_refused_in_names(conn):
+    with pytest.raises(accounts.ValidationError) as caught:
+        accounts.create_account(**{**SIGNUP, "business_name": "\u202egnibmulP"})
+    assert "invisible" in caught.value.errors["business_name"]

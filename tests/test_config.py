@@ -180,3 +180,42 @@ def test_the_dump_hides_secrets_and_parses_back():
     dumped = config.dump(cfg)
     assert "s3cret" not in dumped and "<redacted>" in dumped
     assert config.tomllib.loads(dumped)["server"]["port"] == 8080
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:pw@x.example",
+        "https://x.example#",
+        "https://x.example?a=1",
+        "https://x .example",
+    ],
+)
+def test_base_url_must_be_only_scheme_host_and_port(tmp_path, url):
+    assert "[server] base_url" in error_of(tmp_path, f'[server]\nbase_url = "{url}"\n')
+
+
+def test_the_resend_api_must_be_https_off_this_machine(tmp_path):
+    message = error_of(tmp_path, '[mail.resend]\napi_url = "http://api.resend.com"\n')
+    assert "[mail.resend] api_url" in message and "https" in message
+    cfg = load_text(tmp_path, '[mail.resend]\napi_url = "http://127.0.0.1:9000"\n')
+    assert cfg.mail.resend.api_url == "http://127.0.0.1:9000"
+
+
+def test_an_smtp_password_is_never_sent_in_the_clear_off_this_machine(tmp_path):
+    text = '[mail]\nbackend = "smtp"\n[mail.smtp]\nhost = "smtp.example.com"\n'
+    text += 'security = "none"\nusername = "u"\npassword = "p"\n'
+    assert "[mail.smtp] security" in error_of(tmp_path, text)
+
+
+def test_the_sender_is_one_address(tmp_path):
+    message = error_of(tmp_path, '[mail]\nfrom = "A <a@b.example>, evil@x.example"\n')
+    assert "[mail] from" in message
+
+
+def test_a_database_password_stays_out_of_dumps_and_displays(tmp_path):
+    (tmp_path / "db-url").write_text("postgresql://oop:S3cretPW@db.internal/oop\n")
+    cfg = load_text(tmp_path, '[storage]\ndatabase_file = "db-url"\n')
+    assert cfg.database_url == "postgresql://oop:S3cretPW@db.internal/oop"
+    assert "S3cretPW" not in config.dump(cfg) and "S3cretPW" not in cfg.database_display
+    assert cfg.database_display == "postgresql://oop:<redacted>@db.internal/oop"

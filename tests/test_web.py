@@ -243,3 +243,68 @@ class TestLogoutAndCsrf:
 def test_a_too_large_body_gets_413(app):
     page = app.post("/login", {"email": "a@b.example", "pad": "x" * 70_000}, status=413)
     assert "64 KiB" in page.text
+
+
+class TestCrossSitePosts:
+    def test_a_sign_in_link_posted_from_another_site_is_refused(self, app, instance, owners):
+        from outofoffice import accounts
+
+        with db.connection():
+            path = path_of(accounts.login_link(instance, owners[0]))
+        app.post(path, headers={"Origin": "https://evil.example"}, status=403)
+        app.post(path, headers={"Sec-Fetch-Site": "cross-site"}, status=403)
+        app.post(path, headers={"Origin": "null"}, status=403)
+        # the link was not used up by the refused attempts
+        ok = app.post(path, headers={"Origin": "http://oop.example.test"}, status=303)
+        assert ok.headers["Location"] == "/dashboard"
+
+    def test_login_and_signup_forms_refuse_other_sites(self, app, owners, mailbox):
+        evil = {"Origin": "http://oop.example.test.evil.example"}
+        app.post("/login", {"email": "ann@alpha.example"}, headers=evil, status=403)
+        app.post("/signup", SIGNUP, headers={"Sec-Fetch-Site": "cross-site"}, status=403)
+        assert mailbox.deliver() == []
+
+    def test_same_site_fetches_are_fine(self, app):
+        headers = {"Origin": "http://oop.example.test", "Sec-Fetch-Site": "same-origin"}
+        assert app.post("/login", {"email": "x@y.example"}, headers=headers).status_int == 200
+
+
+def test_plain_text_email_is_not_html_escaped(app, conn, mailbox):
+    app.post("/signup", {**SIGNUP, "business_name": 'Smith & "Sons" <HVAC>'})
+    [message] = mailbox.deliver()
+    assert 'Smith & "Sons" <HVAC>' in mailbox.text(message)
+    html = message.get_body(preferencelist=("html",)).get_content()
+    assert "Smith &amp; &#34;Sons&#34; &lt;HVAC&gt;" in html
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "=?utf-8?q?attacker=40evil.test?=,victim@example.com",
+        "<x>y@example.com",
+        "a@example.com, b@example.com",
+        "Ann <ann@example.com>",
+    ],
+)
+def test_only_a_single_bare_address_is_accepted(app, mailbox, address):
+    page = app.post("/signup", {**SIGNUP, "email": address}, status=400)
+    assert "Enter an email address" in page.html.find(id="e-email").text
+    app.post("/login", {"email": address}, status=400)
+    assert mailbox.deliver() == []
+
+
+def test_statuses_bottle_makes_itself_get_the_friendly_page(app):
+    response = app.get("/static/style.css", headers={"Range": "bytes=999999-"}, status=416)
+    assert "oop.example.test" not in response.text and "<h1>" in response.text
+    assert response.headers["Content-Security-Policy"]
+    assert "public" not in response.headers["Cache-Control"]
+    missing = app.get("/static/nope.css", status=404)
+    assert missing.headers["Cache-Control"] == "no-store"
+
+
+def test_tokens_are_cut_out_of_logged_paths():
+    from outofoffice.web.application import loggable
+
+    assert loggable("/auth/SECRETTOKEN") == "/auth/…"
+    assert loggable("/v/SECRET/extra") == "/v/…/extra"
+    assert loggable("/dashboard") == "/dashboard"

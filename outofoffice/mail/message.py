@@ -6,11 +6,32 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, getaddresses
 
 from outofoffice import clock
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*")
+
+
+def is_address(value: str) -> bool:
+    """A bare address that every header parser reads as exactly one recipient: no
+    display name, no quoting, no comments, no encoded words, no lists."""
+    return (
+        len(value) <= 254
+        and _ADDRESS.fullmatch(value) is not None
+        and len(value.partition("@")[0]) <= 64
+        and "=?" not in value
+        and getaddresses([value]) == [("", value)]
+    )
+
+
+def is_mailbox(value: str) -> bool:
+    """One address with an optional display name, as in "Firm <noreply@example.com>"."""
+    parsed = getaddresses([value])
+    return len(parsed) == 1 and is_address(parsed[0][1]) and not _CONTROL.search(value)
 
 
 def header_safe(value: str) -> str:

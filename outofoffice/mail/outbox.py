@@ -17,7 +17,7 @@ from email.utils import parseaddr
 from outofoffice import clock, db
 from outofoffice.keys import Keys
 from outofoffice.mail.base import Mailer, MailError
-from outofoffice.mail.message import Message, header_safe
+from outofoffice.mail.message import Message, header_safe, is_address
 from outofoffice.models import DispatchEvent, OutboxEmail
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ def enqueue(
     lifetime: timedelta = LIFETIME,
 ) -> OutboxEmail:
     """Queue one email inside the caller's transaction; bodies are stored encrypted."""
+    if not is_address(to):
+        raise ValueError(f"not a single email address: {to!r}")
     now = clock.now()
     return OutboxEmail.create(
         account=account,

@@ -4,6 +4,8 @@ and security headers on every response (errors and redirects included)."""
 from __future__ import annotations
 
 import logging
+import re
+from urllib.parse import urlsplit
 
 import bottle
 
@@ -66,6 +68,43 @@ def _security_headers(config: Config) -> list[tuple[str, str]]:
     return headers
 
 
+CROSS_SITE = "This form was sent from another site. Open this site yourself and try again."
+TOKEN_PATH = re.compile(r"^/(auth|v|s)/[^/]+")
+
+
+def loggable(path: str) -> str:
+    """A request path fit for the log: bearer tokens in it are cut out."""
+    return TOKEN_PATH.sub(r"/\1/…", path)
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or ""), parts.port or (443 if scheme == "https" else 80)
+
+
+def make_cross_site_check(config: Config):
+    """A POST from another site is refused: no one can make a visitor's browser sign in
+    to an account they did not ask for, or send a form in their name. Browsers say
+    where a form came from in Origin and Sec-Fetch-Site."""
+    scheme, host, port = _origin(config.base_url)
+    domain = config.server.domain if config.server.routing_pages == "subdomain" else ""
+
+    def is_cross_site(origin: str | None, fetch_site: str | None) -> bool:
+        if fetch_site == "cross-site":
+            return True
+        if origin is None:
+            return False
+        o_scheme, o_host, o_port = _origin(origin)
+        if (o_scheme, o_port) != (scheme, port):
+            return True
+        if o_host == host:
+            return False
+        return not (domain and (o_host == domain or o_host.endswith("." + domain)))
+
+    return is_cross_site
+
+
 def _needs_csrf(path: str) -> bool:
     return path == "/logout" or path == "/dashboard" or path.startswith("/dashboard/")
 
@@ -74,6 +113,7 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
     """Build the app. Without an instance it opens one; the schema must be current."""
     instance = instance or Instance.open(config)
     app = App(_security_headers(config))
+    is_cross_site = make_cross_site_check(config)
     app.config["outofoffice.instance"] = instance
 
     def before_request():
@@ -81,8 +121,11 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
         request = bottle.request
         if request.content_length > REQUEST_BODY_MAX:
             raise fail(413, f"Requests are limited to {REQUEST_BODY_MAX // 1024} KiB.")
-        if request.method == "POST" and _needs_csrf(request.path):
-            check_csrf()
+        if request.method == "POST":
+            if is_cross_site(request.get_header("Origin"), request.get_header("Sec-Fetch-Site")):
+                raise fail(403, CROSS_SITE)
+            if _needs_csrf(request.path):
+                check_csrf()
 
     def after_request():
         if not db.database.is_closed():
@@ -92,11 +135,13 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
     app.add_hook("after_request", after_request)
 
     def error_page(err: bottle.HTTPError):
-        title, message = ERROR_TEXT.get(err.status_code, ERROR_TEXT[500])
+        fallback = ERROR_TEXT[400] if err.status_code < 500 else ERROR_TEXT[500]
+        title, message = ERROR_TEXT.get(err.status_code, fallback)
         if isinstance(err, UserError):
             message = err.body
         elif err.status_code >= 500:
-            log.error("%s %s failed: %r", bottle.request.method, bottle.request.path, err.exception)
+            request = bottle.request
+            log.error("%s %s failed: %r", request.method, loggable(request.path), err.exception)
         try:
             return page("error.html", status=err.status_code, title=title, message=message)
         except Exception:  # the error page itself failed (database down): plain text
@@ -106,8 +151,7 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
         finally:
             after_request()
 
-    for status in ERROR_TEXT:
-        app.error(status)(error_page)
+    app.default_error_handler = error_page  # every status, even ones bottle makes itself
 
     for area in (public, health, auth, dashboard):
         area.install(app)

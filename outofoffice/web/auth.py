@@ -106,7 +106,7 @@ def install(app: bottle.Bottle) -> None:
             "auth_confirm.html",
             token=token,
             signup=link.purpose == "signup",
-            business=accounts.link_business_name(link),
+            business=accounts.link_business_name(instance(), link),
         )
 
     @app.post("/auth/<token>")

@@ -21,5 +21,6 @@ def install(app: bottle.Bottle) -> None:
     @app.get("/static/<path:path>")
     def static(path):
         response = bottle.static_file(path, root=str(STATIC))
-        response.set_header("Cache-Control", "public, max-age=86400")
+        if response.status_code == 200:
+            response.set_header("Cache-Control", "public, max-age=86400")
         return response
