@@ -14,6 +14,7 @@ from datetime import timedelta
 from functools import cache
 
 from outofoffice import clock, db
+from outofoffice.errors import ValidationError
 from outofoffice.instance import Instance
 from outofoffice.keys import hash_token, new_token
 from outofoffice.mail import outbox
@@ -132,14 +133,6 @@ JOINERS = "\u200c\u200d"  # zero-width (non-)joiners belong to some scripts and 
 SIGNUP_FIELDS = ("email", "name", "business_name", "slug", "industry", "timezone")
 
 
-class ValidationError(Exception):
-    """Bad input; ``errors`` maps each field to what to fix."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
-
-
 class LinkError(Exception):
     """A magic link that is unknown, used, or expired (one answer for all three)."""
 
@@ -153,7 +146,7 @@ def normalise_email(value: str) -> str:
     return value.strip().lower()
 
 
-def _text_problem(value: str, what: str, maximum: int = NAME_MAX) -> str | None:
+def text_problem(value: str, what: str, maximum: int = NAME_MAX) -> str | None:
     if not value.strip():
         return f"Enter {what}."
     if len(value) > maximum:
@@ -193,8 +186,8 @@ def clean_signup(form: dict[str, str]) -> dict[str, str]:
     errors: dict[str, str] = {}
     checks = {
         "email": email_problem(data["email"]),
-        "name": _text_problem(data["name"], "your name"),
-        "business_name": _text_problem(data["business_name"], "the business name"),
+        "name": text_problem(data["name"], "your name"),
+        "business_name": text_problem(data["business_name"], "the business name"),
         "slug": slug_problem(data["slug"]),
         "industry": None if data["industry"] in INDUSTRIES else "Choose an industry.",
         "timezone": None

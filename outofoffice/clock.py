@@ -21,3 +21,8 @@ def advance(delta: timedelta) -> None:
 def reset() -> None:
     global _offset
     _offset = timedelta(0)
+
+
+def timestamp() -> float:
+    """now() as POSIX seconds, for signed expiry times."""
+    return now().replace(tzinfo=UTC).timestamp()

@@ -127,7 +127,8 @@ class DispatchEvent(BaseModel):
 class OutboxEmail(BaseModel):
     account = _fk(Account, null=True)
     dispatch = _fk(Dispatch, null=True)
-    kind = peewee.CharField(max_length=32)  # login|signup|vendor|owner|alert|test
+    vendor = peewee.ForeignKeyField(Vendor, null=True, on_delete="SET NULL")
+    kind = peewee.CharField(max_length=32)  # login|signup|vendor|owner|alert|digest
     recipient = peewee.CharField(max_length=254)
     subject = peewee.CharField(max_length=255)
     body_text = peewee.TextField(default="")  # encrypted; emptied once delivered

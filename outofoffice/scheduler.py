@@ -14,7 +14,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from outofoffice import db
+from outofoffice import db, dispatch, notify
 from outofoffice.config import Config
 from outofoffice.instance import Instance
 from outofoffice.mail import outbox
@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 OUTBOX_JOB = "outbox"
 OUTBOX_INTERVAL_SECONDS = 5
+ESCALATION_JOB = "escalation"
+ESCALATION_INTERVAL_SECONDS = 20
+DIGEST_JOB = "digest"
 LOCK_NAME = "scheduler.lock"
 
 _running: dict[Path, Scheduler] = {}
@@ -83,14 +86,16 @@ class Scheduler:
 
     def start(self) -> None:
         self._take_lock()
-        self._scheduler.add_job(
-            self.deliver_outbox,
-            "interval",
-            seconds=OUTBOX_INTERVAL_SECONDS,
-            id=OUTBOX_JOB,
-            replace_existing=True,
-            next_run_time=datetime.now(UTC),
-        )
+        now = datetime.now(UTC)
+        jobs = [
+            (self.deliver_outbox, OUTBOX_JOB, {"seconds": OUTBOX_INTERVAL_SECONDS}),
+            (self.escalate, ESCALATION_JOB, {"seconds": ESCALATION_INTERVAL_SECONDS}),
+            (self.send_digests, DIGEST_JOB, {"minutes": 5}),
+        ]
+        for func, job_id, every in jobs:
+            self._scheduler.add_job(
+                func, "interval", id=job_id, replace_existing=True, next_run_time=now, **every
+            )
         self._scheduler.start()
         outbox.on_enqueue(self.wake_outbox)
         _running[self.lock_path] = self
@@ -112,8 +117,16 @@ class Scheduler:
             self._scheduler.modify_job(OUTBOX_JOB, next_run_time=datetime.now(UTC))
 
     def deliver_outbox(self) -> None:
-        inst = self.instance
         with db.connection():
-            counts = outbox.deliver_due(inst.mailer, inst.keys, inst.sender)
+            counts = dispatch.deliver_outbox(self.instance)
         if any(counts.values()):
             log.info("outbox: %s", ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+
+    def escalate(self) -> None:
+        with db.connection():
+            if count := dispatch.escalate_due(self.instance):
+                log.info("escalated %d dispatch(es) whose vendor stayed silent", count)
+
+    def send_digests(self) -> None:
+        with db.connection():
+            notify.send_digests(self.instance)

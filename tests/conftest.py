@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import webtest
 
-from outofoffice import accounts, clock, config, db
+from outofoffice import accounts, clock, config, db, dispatch, owner_setup
 from outofoffice.instance import Instance
-from outofoffice.mail import outbox
+from outofoffice.models import Category
 from outofoffice.web import create_app
 
 LINK = re.compile(r"https?://[^\s\"<>]+/auth/[A-Za-z0-9_-]+")
@@ -89,9 +89,9 @@ def conn(instance):
 
 
 def deliver(instance: Instance) -> dict[str, int]:
-    """Run the outbox delivery job once, as the scheduler would."""
+    """Run the outbox delivery job once, as the scheduler does."""
     with db.connection():
-        return outbox.deliver_due(instance.mailer, instance.keys, instance.sender)
+        return dispatch.deliver_outbox(instance)
 
 
 class Mailbox:
@@ -162,3 +162,49 @@ def sign_in(app: webtest.TestApp, instance: Instance, account) -> webtest.TestRe
 
 def csrf_of(response) -> str:
     return response.html.find("input", {"name": "csrf_token"})["value"]
+
+
+@pytest.fixture
+def firm(owners):
+    """Alpha's routing: two plumbers for leaks (Vera first, then Walt), a locksmith for
+    lock-outs, and Elm Street among the properties. Beta has nothing set up."""
+    alpha, _ = owners
+    kinds = owner_setup.KINDS
+    vera = owner_setup.save(
+        alpha,
+        kinds["vendors"],
+        {"name": "Vera Plumb", "email": "vera@plumb.example", "phone": "+1 555 0101"},
+    )
+    walt = owner_setup.save(
+        alpha, kinds["vendors"], {"name": "Walt Water", "email": "walt@water.example"}
+    )
+    lock = owner_setup.save(
+        alpha, kinds["vendors"], {"name": "Lou Locks", "email": "lou@locks.example"}
+    )
+    elm = owner_setup.save(alpha, kinds["subjects"], {"name": "Elm Street", "address": "12 Elm St"})
+    oak = owner_setup.save(alpha, kinds["subjects"], {"name": "Oak Court", "address": "8 Oak Ct"})
+    plumbing = Category.get(Category.account == alpha, Category.name == "Plumbing")
+    locked = Category.get(Category.account == alpha, Category.name == "Locked out")
+    owner_setup.create_route(alpha, "", str(plumbing.id), "always", [str(vera.id), str(walt.id)])
+    owner_setup.create_route(alpha, "", str(locked.id), "always", [str(lock.id)])
+    return {
+        "account": alpha,
+        "vera": vera,
+        "walt": walt,
+        "lock": lock,
+        "elm": elm,
+        "oak": oak,
+        "plumbing": plumbing,
+        "locked": locked,
+    }
+
+
+def request_form(firm, **overrides) -> dict:
+    form = {
+        "subject": str(firm["elm"].id),
+        "category": str(firm["plumbing"].id),
+        "name": "Tina Tenant",
+        "phone": "+1 555 0199",
+        "description": "Pipe burst under the sink",
+    }
+    return form | overrides

@@ -18,7 +18,7 @@ from outofoffice import clock, db
 from outofoffice.keys import Keys
 from outofoffice.mail.base import Mailer, MailError
 from outofoffice.mail.message import Message, header_safe, is_address
-from outofoffice.models import DispatchEvent, OutboxEmail
+from outofoffice.models import OutboxEmail
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ def enqueue(
     kind: str,
     account=None,
     dispatch=None,
+    vendor=None,
     reply_to: str = "",
     headers: dict[str, str] | None = None,
     lifetime: timedelta = LIFETIME,
@@ -71,6 +72,7 @@ def enqueue(
     return OutboxEmail.create(
         account=account,
         dispatch=dispatch,
+        vendor=vendor,
         kind=kind,
         recipient=header_safe(to),
         subject=header_safe(subject)[:255],
@@ -110,8 +112,22 @@ def backlog() -> int:
     return OutboxEmail.select().where(OutboxEmail.status == "queued").count()
 
 
-def deliver_due(mailer: Mailer, keys: Keys, sender: str, limit: int = 100) -> dict[str, int]:
+class Hooks:
+    """What the rest of the product does when an email goes out or fails; called inside
+    the transaction that records it, so a dispatch's events and its outbox agree."""
+
+    def sent(self, row: OutboxEmail) -> None:
+        return None
+
+    def failed(self, row: OutboxEmail, reason: str, dead: bool) -> None:
+        return None
+
+
+def deliver_due(
+    mailer: Mailer, keys: Keys, sender: str, hooks: Hooks | None = None, limit: int = 100
+) -> dict[str, int]:
     """Send what is due; returns counts of sent, retried and dead-lettered rows."""
+    hooks = hooks or Hooks()
     counts = {"sent": 0, "retry": 0, "dead": 0}
     due = list(
         OutboxEmail.select()
@@ -120,30 +136,32 @@ def deliver_due(mailer: Mailer, keys: Keys, sender: str, limit: int = 100) -> di
         .limit(limit)
     )
     for row in due:
-        outcome = _deliver_one(row, mailer, keys, sender)
-        counts[outcome] += 1
+        counts[_deliver_one(row, mailer, keys, sender, hooks)] += 1
     return counts
 
 
-def _deliver_one(row: OutboxEmail, mailer: Mailer, keys: Keys, sender: str) -> str:
+def _deliver_one(row: OutboxEmail, mailer: Mailer, keys: Keys, sender: str, hooks: Hooks) -> str:
     try:
         mailer.send(message_for(row, keys, sender))
     except MailError as exc:
-        return _record_failure(row, exc)
+        return _record_failure(row, exc, hooks)
+    now = clock.now()
     with db.write():
         OutboxEmail.update(
             status="sent",
-            sent_at=clock.now(),
+            sent_at=now,
             attempts=row.attempts + 1,
             body_text="",
             body_html="",
             last_error="",
         ).where(OutboxEmail.id == row.id).execute()
+        row.status, row.sent_at = "sent", now
+        hooks.sent(row)
     log.debug("outbox: sent %s email #%d", row.kind, row.id)
     return "sent"
 
 
-def _record_failure(row: OutboxEmail, exc: MailError) -> str:
+def _record_failure(row: OutboxEmail, exc: MailError, hooks: Hooks) -> str:
     now = clock.now()
     attempts = row.attempts + 1
     delay = exc.retry_after if exc.retry_after is not None else retry_delay(attempts)
@@ -156,14 +174,7 @@ def _record_failure(row: OutboxEmail, exc: MailError) -> str:
             last_error=reason,
             next_attempt_at=now + timedelta(seconds=delay),
         ).where(OutboxEmail.id == row.id).execute()
-        if row.dispatch_id:
-            DispatchEvent.create(
-                dispatch=row.dispatch_id,
-                account=row.account_id,
-                at=now,
-                kind="email_failed",
-                detail=f"to {row.recipient}: {reason}",
-            )
+        hooks.failed(row, reason, dead)
     log.warning(
         "outbox: %s email #%d failed (try %d)%s: %s",
         row.kind,
@@ -173,3 +184,19 @@ def _record_failure(row: OutboxEmail, exc: MailError) -> str:
         reason,
     )
     return "dead" if dead else "retry"
+
+
+def retry(row_ids: list[int] | None = None) -> int:
+    """Queue dead-lettered (or given) rows again, due now, with a fresh lifetime."""
+    now = clock.now()
+    query = OutboxEmail.update(
+        status="queued", next_attempt_at=now, expires_at=now + LIFETIME, last_error=""
+    )
+    if row_ids is None:
+        query = query.where(OutboxEmail.status == "dead")
+    else:
+        query = query.where(OutboxEmail.id.in_(row_ids), OutboxEmail.status != "sent")
+    with db.write():
+        count = query.execute()
+    wake()
+    return count

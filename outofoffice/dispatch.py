@@ -1,0 +1,484 @@
+"""Dispatches: a caller's request, the vendors it is offered to, and every step.
+
+Every state change writes its dispatch event in the same transaction, and every email
+it causes is an outbox row in that transaction too: a request the caller saw accepted
+is on disk with its vendor email before the 303 leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from outofoffice import accounts, clock, db, notify, routing
+from outofoffice.errors import ValidationError
+from outofoffice.instance import Instance
+from outofoffice.keys import hash_token
+from outofoffice.mail import outbox
+from outofoffice.models import (
+    Account,
+    Category,
+    Dispatch,
+    DispatchEvent,
+    OutboxEmail,
+    Subject,
+    Vendor,
+)
+from outofoffice.policy import DESCRIPTION_MAX, PHONE_MAX, PHONE_MIN, PHONE_MIN_DIGITS
+from outofoffice.templating import render_email
+
+log = logging.getLogger(__name__)
+
+STATUSES = (
+    "open",
+    "sent",
+    "accepted",
+    "declined",
+    "escalated",
+    "unassigned",
+    "resolved",
+    "closed",
+    "failed",
+)
+WAITING = ("sent", "declined", "escalated")  # a vendor has been asked and not answered
+FINISHED = ("resolved", "closed")
+ACTIONS = {"accept": "Accept", "decline": "Decline", "resolve": "Resolved"}
+REPEAT_WINDOW = timedelta(minutes=10)
+ACTION_LINK_DAYS = 7
+REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # no 0/O, 1/I/L
+PHONE = re.compile(r"[0-9+()./ -]+")
+
+
+class ActionError(Exception):
+    """An action link that cannot act; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def event(d: Dispatch, kind: str, vendor: Vendor | int | None = None, detail: str = "") -> None:
+    DispatchEvent.create(
+        dispatch=d, account=d.account_id, at=clock.now(), kind=kind, vendor=vendor, detail=detail
+    )
+
+
+# --- the caller's request -------------------------------------------------------------
+
+
+def phone_problem(phone: str) -> str | None:
+    digits = sum(c.isdigit() for c in phone)
+    if not PHONE_MIN <= len(phone) <= PHONE_MAX or digits < PHONE_MIN_DIGITS:
+        return (
+            f"Enter a phone number of {PHONE_MIN} to {PHONE_MAX} characters "
+            f"with at least {PHONE_MIN_DIGITS} digits."
+        )
+    if not PHONE.fullmatch(phone):
+        return "Use only digits, spaces and + ( ) - . in the phone number."
+    return None
+
+
+def _owned(model, account: Account, raw: str):
+    try:
+        return model.get_or_none(model.id == int(raw), model.account == account)
+    except (TypeError, ValueError):
+        return None
+
+
+def clean_request(account: Account, form: dict[str, str]) -> dict:
+    """A caller's form, validated (SPEC section 8b); ValidationError names each field."""
+    data = {k: (form.get(k) or "").strip() for k in ("subject", "category", "name", "phone")}
+    data["description"] = (form.get("description") or "").strip()
+    errors: dict[str, str] = {}
+    labels = accounts.INDUSTRIES[account.industry]
+    subject = _owned(Subject, account, data["subject"])
+    if subject is None and Subject.select().where(Subject.account == account).exists():
+        errors["subject"] = f"Choose one of the {labels[1].lower()}."
+    category = _owned(Category, account, data["category"])
+    if category is None and Category.select().where(Category.account == account).exists():
+        errors["category"] = "Choose what the request is about."
+    if problem := accounts.text_problem(data["name"], "your name"):
+        errors["name"] = problem
+    if problem := phone_problem(data["phone"]):
+        errors["phone"] = problem
+    description = data["description"]
+    if not description:
+        errors["description"] = "Describe the problem."
+    elif len(description) > DESCRIPTION_MAX:
+        errors["description"] = (
+            f"Use at most {DESCRIPTION_MAX} characters (now {len(description)})."
+        )
+    elif any(ord(c) < 32 and c not in "\r\n\t" for c in description):
+        errors["description"] = "Remove control characters from the description."
+    if errors:
+        raise ValidationError(errors)
+    return data | {"subject": subject, "category": category}
+
+
+def _new_reference(account: Account) -> str:
+    prefix = (re.sub(r"[^A-Za-z0-9]", "", account.slug).upper() + "XXX")[:3]
+    for length in (4, 4, 4, 5, 6, 8):
+        code = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(length))
+        reference = f"{prefix}-{code}"
+        if not Dispatch.select().where(Dispatch.reference == reference).exists():
+            return reference
+    raise RuntimeError("could not find a free reference")
+
+
+def status_token(instance: Instance, reference: str) -> str:
+    """The caller's private status link token: derived, so a repeat can show it again."""
+    return instance.keys.sign("status-link", f"status:{reference}")
+
+
+def _phone_digest(instance: Instance, phone: str) -> str:
+    return instance.keys.sign("phone-digest", "".join(c for c in phone if c.isdigit()))
+
+
+@dataclass
+class Submission:
+    dispatch: Dispatch
+    status_token: str
+    repeat: bool
+
+
+def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submission:
+    """Create a dispatch and queue its emails in one transaction (SPEC section 6)."""
+    if account.status != "active":
+        raise ActionError("This firm is not taking requests online.", 403)
+    data = clean_request(account, form)
+    now = clock.now()
+    keys = instance.keys
+    digest = _phone_digest(instance, data["phone"])
+    with db.write():
+        repeat = (
+            Dispatch.select()
+            .where(
+                Dispatch.account == account,
+                Dispatch.caller_phone_digest == digest,
+                Dispatch.subject == data["subject"],
+                Dispatch.category == data["category"],
+                Dispatch.created_at >= now - REPEAT_WINDOW,
+                Dispatch.status.not_in(FINISHED),
+            )
+            .order_by(Dispatch.created_at.desc())
+            .first()
+        )
+        if repeat is not None:
+            event(repeat, "repeat", detail="the caller sent the same request again")
+            return Submission(repeat, status_token(instance, repeat.reference), True)
+        reference = _new_reference(account)
+        token = status_token(instance, reference)
+        subject, category = data["subject"], data["category"]
+        d = Dispatch.create(
+            account=account,
+            reference=reference,
+            subject=subject,
+            category=category,
+            subject_label=subject.name if subject else "",
+            category_label=category.name if category else "",
+            caller_name=keys.encrypt(data["name"]),
+            caller_phone=keys.encrypt(data["phone"]),
+            caller_phone_digest=digest,
+            description=keys.encrypt(data["description"]),
+            status="open",
+            status_token_hash=hash_token(token),
+            created_at=now,
+            updated_at=now,
+        )
+        event(d, "submitted")
+        matched = routing.match(account, d.subject_id, d.category_id, now)
+        if matched is None:
+            event(d, "unrouted", detail="no route matches this request")
+            _set(d, status="unassigned", vendor=None)
+            notify.alert(instance, d, "No route matches this request; nobody was paged.", data)
+        else:
+            route, vendors = matched
+            d.route, d.chain = route, [v.id for v in vendors]
+            event(d, "routed", vendors[0], routing.describe(route))
+            _offer(instance, d, vendors[0], 0, "sent")
+        notify.new_dispatch(instance, d, data)
+    outbox.wake()
+    return Submission(d, token, False)
+
+
+def _set(d: Dispatch, **fields) -> None:
+    for name, value in fields.items():
+        setattr(d, name, value)
+    d.updated_at = clock.now()
+    d.save()
+
+
+def _offer(instance: Instance, d: Dispatch, vendor: Vendor, position: int, status: str) -> None:
+    """Email the dispatch to one vendor; its timer starts when the email is sent."""
+    _set(d, vendor=vendor, chain_position=position, status=status, escalate_at=None)
+    queue_vendor_email(instance, d, vendor)
+
+
+def caller(instance: Instance, d: Dispatch) -> dict[str, str]:
+    keys = instance.keys
+    return {
+        "name": keys.decrypt(d.caller_name),
+        "phone": keys.decrypt(d.caller_phone),
+        "description": keys.decrypt(d.description),
+    }
+
+
+def subject_text(d: Dispatch) -> str:
+    if d.subject_id and d.subject.address:
+        return f"{d.subject.name}, {d.subject.address}"
+    return d.subject_label
+
+
+def queue_vendor_email(instance: Instance, d: Dispatch, vendor: Vendor) -> None:
+    """The vendor sees only what the dispatch needs (SPEC section 3)."""
+    account = d.account
+    links = {
+        action: instance.url(f"/v/{action_token(instance, d, vendor, action)}")
+        for action in ACTIONS
+    }
+    text, html = render_email(
+        "vendor",
+        vendor=vendor,
+        caller=caller(instance, d),
+        subject=subject_text(d),
+        category=d.category_label,
+        emergency=bool(d.category_id and d.category.emergency),
+        reference=d.reference,
+        firm=account.business_name,
+        firm_phone=account.contact_phone,
+        firm_email=account.email,
+        links=links,
+        labels=accounts.INDUSTRIES[account.industry],
+    )
+    urgent = "URGENT: " if d.category_id and d.category.emergency else ""
+    where = d.subject_label or account.business_name
+    outbox.enqueue(
+        instance.keys,
+        sender=instance.sender,
+        to=vendor.email,
+        subject=f"{urgent}{d.category_label or 'Request'} at {where} ({d.reference})",
+        text=text,
+        html=html,
+        kind="vendor",
+        account=account,
+        dispatch=d,
+        vendor=vendor,
+        reply_to=account.email,
+        headers={"X-Priority": "1"} if urgent else None,
+    )
+    event(d, "email_queued", vendor)
+
+
+def _next_vendor(d: Dispatch) -> tuple[Vendor, int] | None:
+    for position in range(d.chain_position + 1, len(d.chain)):
+        vendor = Vendor.get_or_none(Vendor.id == d.chain[position], Vendor.active == True)  # noqa: E712
+        if vendor is not None:
+            return vendor, position
+    return None
+
+
+def _pass_on(
+    instance: Instance, d: Dispatch, kind: str, reason: str, by: Vendor | None = None
+) -> None:
+    """Offer the dispatch to the next vendor of its chain, or give up and tell the owner.
+
+    The event is ``kind`` (declined: by the vendor who declined; escalated: to the
+    vendor asked next, as the history has always shown it)."""
+    found = _next_vendor(d)
+    nxt = found[0] if found else None
+    outcome = f"passed to {nxt.name}" if nxt else "no vendor left"
+    event(d, kind, by or nxt, "; ".join(p for p in (reason, outcome) if p))
+    if found is None:
+        event(d, "unassigned", detail="every vendor of the route was asked")
+        _set(d, status="unassigned", vendor=None, escalate_at=None)
+        notify.alert(
+            instance, d, "Every vendor was asked and nobody accepted.", caller(instance, d)
+        )
+        return
+    _offer(instance, d, nxt, found[1], kind)
+
+
+# --- the outbox tells us about vendor emails ------------------------------------------
+
+
+class DispatchHooks(outbox.Hooks):
+    def __init__(self, instance: Instance):
+        self.instance = instance
+
+    def sent(self, row: OutboxEmail) -> None:
+        if not row.dispatch_id:
+            return
+        d = Dispatch.get_by_id(row.dispatch_id)
+        if row.kind == "vendor":
+            event(d, "email_sent", row.vendor_id)
+            if d.status in WAITING and d.vendor_id == row.vendor_id:
+                minutes = d.account.escalate_after_minutes
+                _set(d, escalate_at=row.sent_at + timedelta(minutes=minutes))
+
+    def failed(self, row: OutboxEmail, reason: str, dead: bool) -> None:
+        if not row.dispatch_id:
+            if dead and row.account_id and row.kind not in notify.OWNER_KINDS:
+                notify.dead_letter(self.instance, row)
+            return
+        d = Dispatch.get_by_id(row.dispatch_id)
+        event(d, "email_failed", row.vendor_id, f"to {row.recipient}: {reason}")
+        if not dead:
+            return
+        if row.kind == "vendor" and d.status in WAITING and d.vendor_id == row.vendor_id:
+            _pass_on(
+                self.instance, d, "escalated", "the email to the vendor could not be delivered"
+            )
+        if row.kind not in notify.OWNER_KINDS:
+            notify.dead_letter(self.instance, row, caller(self.instance, d))
+
+
+def deliver_outbox(instance: Instance) -> dict[str, int]:
+    """The scheduler's delivery job (and the tests'): send what is due."""
+    return outbox.deliver_due(
+        instance.mailer, instance.keys, instance.sender, DispatchHooks(instance)
+    )
+
+
+# --- silence: escalation --------------------------------------------------------------
+
+
+def escalate_due(instance: Instance) -> int:
+    """Pass on every dispatch whose vendor stayed silent; driven by the database, so a
+    restart loses no timer."""
+    now = clock.now()
+    due = [
+        d.id
+        for d in Dispatch.select(Dispatch.id).where(
+            Dispatch.status.in_(WAITING), Dispatch.escalate_at <= now
+        )
+    ]
+    for dispatch_id in due:
+        with db.write():
+            d = Dispatch.get_by_id(dispatch_id)
+            if d.status in WAITING and d.escalate_at and d.escalate_at <= now:
+                minutes = d.account.escalate_after_minutes
+                _pass_on(instance, d, "escalated", f"no answer in {minutes} minutes")
+    if due:
+        outbox.wake()
+    return len(due)
+
+
+# --- action links ---------------------------------------------------------------------
+
+
+def action_token(instance: Instance, d: Dispatch, vendor: Vendor, action: str) -> str:
+    """dispatch.vendor.action.expiry.HMAC: bound to one vendor, one action, 7 days."""
+    expires = int(clock.timestamp() + ACTION_LINK_DAYS * 86400)
+    payload = f"{d.id}.{vendor.id}.{action}.{expires}"
+    return f"{payload}.{instance.keys.sign('action-link', payload)}"
+
+
+@dataclass
+class ActionLink:
+    dispatch: Dispatch
+    vendor: Vendor
+    action: str
+
+
+def read_action(instance: Instance, token: str) -> ActionLink:
+    """Check an action link's signature and expiry; ActionError if it cannot be used."""
+    parts = token.split(".")
+    if len(parts) != 5 or parts[2] not in ACTIONS or not (parts[0] + parts[1]).isdigit():
+        raise ActionError("This link is not valid. Use the link from the email as it is.", 404)
+    payload, signature = ".".join(parts[:4]), parts[4]
+    if not instance.keys.verify("action-link", payload, signature):
+        raise ActionError("This link is not valid. Use the link from the email as it is.", 404)
+    dispatch_id, vendor_id, action, expires = parts[:4]
+    if not expires.isdigit() or int(expires) < clock.timestamp():
+        raise ActionError("This link has expired. Phone the firm about this request.", 410)
+    d = Dispatch.get_or_none(Dispatch.id == int(dispatch_id))
+    vendor = Vendor.get_or_none(Vendor.id == int(vendor_id))
+    if d is None or vendor is None or vendor.account_id != d.account_id:
+        raise ActionError("This request no longer exists.", 404)
+    if d.account.status != "active":
+        raise ActionError("This firm's requests are closed. Phone the firm.", 410)
+    return ActionLink(d, vendor, action)
+
+
+def act(instance: Instance, token: str) -> tuple[ActionLink, bool]:
+    """Do what an action link says; returns whether anything changed. Acting twice
+    changes nothing; a vendor the request has moved away from can no longer act."""
+    with db.write():
+        link = read_action(instance, token)
+        d = Dispatch.get_by_id(link.dispatch.id)
+        link.dispatch = d
+        if d.vendor_id != link.vendor.id:
+            raise ActionError(
+                "This request has been passed to someone else. Thank you; nothing more is needed.",
+                409,
+            )
+        if link.action == "accept":
+            if d.status in WAITING:
+                event(d, "accepted", link.vendor)
+                _set(d, status="accepted", escalate_at=None)
+                notify.accepted(instance, d, caller(instance, d))
+            elif d.status not in ("accepted", "resolved"):
+                raise ActionError(f"This request is {d.status}; it can no longer be accepted.", 409)
+            else:
+                return link, False
+        elif link.action == "decline":
+            if d.status in WAITING:
+                _pass_on(instance, d, "declined", "", by=link.vendor)
+            elif d.status == "accepted":
+                raise ActionError(
+                    "You accepted this request. If you cannot do it, phone the firm.", 409
+                )
+            else:
+                raise ActionError(f"This request is {d.status}; nothing to decline.", 409)
+        elif link.action == "resolve":
+            if d.status in (*WAITING, "accepted"):
+                event(d, "resolved", link.vendor)
+                _set(d, status="resolved", escalate_at=None)
+            elif d.status == "resolved":
+                return link, False
+            else:
+                raise ActionError(f"This request is {d.status}.", 409)
+    outbox.wake()
+    return link, True
+
+
+# --- the owner ------------------------------------------------------------------------
+
+
+def reassign(instance: Instance, account: Account, d: Dispatch, vendor_id: str) -> Vendor:
+    vendor = _owned(Vendor, account, vendor_id)
+    if vendor is None:
+        raise ValidationError({"vendor": "Choose one of your vendors."})
+    if d.status in FINISHED:
+        raise ValidationError({"vendor": f"This request is {d.status}."})
+    with db.write():
+        event(d, "reassigned", vendor, "by the owner")
+        _offer(instance, d, vendor, d.chain_position, "sent")
+    outbox.wake()
+    return vendor
+
+
+def close(account: Account, d: Dispatch, note: str = "") -> None:
+    if d.status == "closed":
+        return
+    with db.write():
+        event(d, "closed", detail=note.strip()[:500] or "closed by the owner")
+        _set(d, status="closed", escalate_at=None)
+
+
+def for_owner(account: Account, dispatch_id: int | str) -> Dispatch | None:
+    """One of this account's dispatches, or None (never another account's)."""
+    try:
+        return Dispatch.get_or_none(Dispatch.id == int(dispatch_id), Dispatch.account == account)
+    except (TypeError, ValueError):
+        return None
+
+
+def by_status_token(token: str) -> Dispatch | None:
+    d = Dispatch.get_or_none(Dispatch.status_token_hash == hash_token(token))
+    if d is None or d.account.status != "active":
+        return None
+    return d

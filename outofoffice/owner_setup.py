@@ -1,0 +1,349 @@
+"""What the owner sets up: vendors, subjects, categories, routes and settings.
+
+Every function takes the account and touches only that account's rows: an id from
+another account is "not found", never someone else's data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+import peewee
+
+from outofoffice import accounts, db, routing
+from outofoffice.dispatch import phone_problem
+from outofoffice.errors import ValidationError
+from outofoffice.models import Account, Category, Route, RouteVendor, Subject, Vendor
+from outofoffice.notify import NOTIFY
+
+MAX_IMPORT_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    label: str
+    kind: str = "text"  # text | email | phone | textarea | checkbox
+    required: bool = False
+    maximum: int = 100
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of thing the owner keeps a list of."""
+
+    name: str  # URL segment: vendors, subjects, categories
+    model: type[peewee.Model]
+    singular: str
+    fields: tuple[Field, ...]
+    order: str = "name"
+
+
+KINDS = {
+    "vendors": Kind(
+        "vendors",
+        Vendor,
+        "vendor",
+        (
+            Field("name", "Name", required=True),
+            Field("company", "Company"),
+            Field("email", "Email", "email", required=True, maximum=254, help="Requests go here."),
+            Field("phone", "Phone", "phone", maximum=32),
+            Field("notes", "Notes", "textarea", maximum=2000, help="Only you see these."),
+            Field("active", "Active", "checkbox", help="Inactive vendors are skipped."),
+        ),
+    ),
+    "subjects": Kind(
+        "subjects",
+        Subject,
+        "subject",
+        (
+            Field("name", "Name", required=True),
+            Field("address", "Address", maximum=255),
+            Field("reference", "Your reference", help="A code of yours, e.g. ELM."),
+        ),
+    ),
+    "categories": Kind(
+        "categories",
+        Category,
+        "category",
+        (
+            Field("name", "Name", required=True),
+            Field(
+                "description",
+                "Safety and self-help text",
+                "textarea",
+                maximum=1000,
+                help='Callers see it before they send, e.g. "Shut the water valve under the sink."',
+            ),
+            Field("emergency", "Emergency", "checkbox", help="Vendors see URGENT."),
+        ),
+        order="position",
+    ),
+}
+
+
+def labels(account: Account) -> dict[str, str]:
+    """The industry's words (SPEC section 5)."""
+    _, subjects, caller = accounts.INDUSTRIES[account.industry]
+    return {"subjects": subjects, "subject": subjects.rstrip("s"), "caller": caller}
+
+
+def items(account: Account, kind: Kind) -> list:
+    model = kind.model
+    return list(
+        model.select()
+        .where(model.account == account)
+        .order_by(getattr(model, kind.order), model.id)
+    )
+
+
+def get(account: Account, kind: Kind, item_id) -> peewee.Model | None:
+    model = kind.model
+    try:
+        return model.get_or_none(model.id == int(item_id), model.account == account)
+    except (TypeError, ValueError):
+        return None
+
+
+def clean(kind: Kind, form: dict) -> dict:
+    """Validated values for ``kind`` from a form; ValidationError names each field."""
+    values: dict = {}
+    errors: dict[str, str] = {}
+    for field in kind.fields:
+        if field.kind == "checkbox":
+            values[field.name] = str(form.get(field.name, "")).lower() in ("1", "on", "true", "yes")
+            continue
+        value = str(form.get(field.name) or "").strip()
+        values[field.name] = value
+        what = field.label.lower()
+        if not value:
+            if field.required:
+                errors[field.name] = f"Enter the {what}."
+            continue
+        if field.kind == "textarea":
+            if len(value) > field.maximum:
+                errors[field.name] = f"Use at most {field.maximum} characters."
+        elif problem := accounts.text_problem(value, f"the {what}", field.maximum):
+            errors[field.name] = problem
+        elif field.kind == "email":
+            values[field.name] = value = value.lower()
+            if problem := accounts.email_problem(value):
+                errors[field.name] = problem
+        elif field.kind == "phone" and (problem := phone_problem(value)):
+            errors[field.name] = problem
+    if errors:
+        raise ValidationError(errors)
+    return values
+
+
+def save(account: Account, kind: Kind, form: dict, item=None) -> peewee.Model:
+    """Create (item None) or update one item."""
+    values = clean(kind, form)
+    with db.write():
+        if item is None:
+            if kind.model is Category:
+                values["position"] = len(items(account, kind))
+            if kind.model is Vendor and "active" not in form:
+                values["active"] = True
+            return kind.model.create(account=account, **values)
+        for name, value in values.items():
+            setattr(item, name, value)
+        item.save()
+        return item
+
+
+def delete(account: Account, kind: Kind, item) -> None:
+    """Delete one item; routes lose it (a route left empty is kept for the owner to fix),
+    and dispatches keep their history through their labels."""
+    with db.write():
+        item.delete_instance()
+
+
+def import_subjects(account: Account, text: str) -> int:
+    """Import ``name,address,reference`` lines (a header line is optional). Every bad line
+    is reported and nothing is stored unless all lines are good."""
+    kind = KINDS["subjects"]
+    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    if rows and [c.strip().lower() for c in rows[0][:3]] == ["name", "address", "reference"]:
+        rows = rows[1:]
+        first_line = 2
+    else:
+        first_line = 1
+    errors: dict[str, str] = {}
+    good = []
+    if len(rows) > MAX_IMPORT_ROWS:
+        raise ValidationError({"file": f"Import at most {MAX_IMPORT_ROWS} lines at a time."})
+    for number, row in enumerate(rows, start=first_line):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) > 3:
+            errors[f"line {number}"] = f"expected name,address,reference; got {len(row)} columns"
+            continue
+        row = [*row, "", ""][:3]
+        try:
+            good.append(clean(kind, dict(zip(("name", "address", "reference"), row, strict=True))))
+        except ValidationError as exc:
+            errors[f"line {number}"] = " ".join(exc.errors.values())
+    if errors:
+        raise ValidationError(errors)
+    if not good:
+        raise ValidationError({"file": "The file has no lines to import."})
+    with db.write():
+        for values in good:
+            Subject.create(account=account, **values)
+    return len(good)
+
+
+# --- routes ---------------------------------------------------------------------------
+
+
+def routes(account: Account) -> list[Route]:
+    return list(Route.select().where(Route.account == account).order_by(Route.id))
+
+
+def chain(route: Route) -> list[Vendor]:
+    return [
+        rv.vendor
+        for rv in RouteVendor.select(RouteVendor, Vendor)
+        .join(Vendor)
+        .where(RouteVendor.route == route)
+        .order_by(RouteVendor.position)
+    ]
+
+
+def get_route(account: Account, route_id) -> Route | None:
+    try:
+        return Route.get_or_none(Route.id == int(route_id), Route.account == account)
+    except (TypeError, ValueError):
+        return None
+
+
+def create_route(
+    account: Account, subject_id: str, category_id: str, when: str, vendor_ids: list[str]
+) -> Route:
+    """A route: subject (or any) x category (or any) x when -> vendors in this order."""
+    errors = {}
+    subject = get(account, KINDS["subjects"], subject_id) if subject_id else None
+    if subject_id and subject is None:
+        errors["subject"] = "Choose one of your subjects, or any."
+    category = get(account, KINDS["categories"], category_id) if category_id else None
+    if category_id and category is None:
+        errors["category"] = "Choose one of your categories, or any."
+    if when not in routing.WHEN:
+        errors["when"] = "Choose always, business hours or after hours."
+    vendors = []
+    for vendor_id in vendor_ids:
+        vendor = get(account, KINDS["vendors"], vendor_id) if vendor_id else None
+        if vendor_id and vendor is None:
+            errors["vendors"] = "Choose your own vendors."
+        elif vendor is not None and vendor not in vendors:
+            vendors.append(vendor)
+    if not vendors and "vendors" not in errors:
+        errors["vendors"] = "Choose at least one vendor."
+    if errors:
+        raise ValidationError(errors)
+    with db.write():
+        route = Route.create(account=account, subject=subject, category=category, when=when)
+        for position, vendor in enumerate(vendors):
+            RouteVendor.create(route=route, vendor=vendor, position=position)
+    return route
+
+
+def _renumber(route: Route, vendors: list[Vendor]) -> None:
+    RouteVendor.delete().where(RouteVendor.route == route).execute()
+    for position, vendor in enumerate(vendors):
+        RouteVendor.create(route=route, vendor=vendor, position=position)
+
+
+def move_vendor(account: Account, route: Route, vendor_id, offset: int) -> None:
+    """Move a vendor up (-1) or down (+1) the route's chain."""
+    with db.write():
+        vendors = chain(route)
+        index = next((i for i, v in enumerate(vendors) if str(v.id) == str(vendor_id)), None)
+        if index is None:
+            raise ValidationError({"vendor": "That vendor is not on this route."})
+        target = min(max(index + offset, 0), len(vendors) - 1)
+        vendors.insert(target, vendors.pop(index))
+        _renumber(route, vendors)
+
+
+def add_vendor(account: Account, route: Route, vendor_id) -> None:
+    vendor = get(account, KINDS["vendors"], vendor_id)
+    if vendor is None:
+        raise ValidationError({"vendor": "Choose one of your vendors."})
+    with db.write():
+        vendors = chain(route)
+        if vendor not in vendors:
+            _renumber(route, [*vendors, vendor])
+
+
+def remove_vendor(account: Account, route: Route, vendor_id) -> None:
+    with db.write():
+        _renumber(route, [v for v in chain(route) if str(v.id) != str(vendor_id)])
+
+
+def delete_route(account: Account, route: Route) -> None:
+    with db.write():
+        route.delete_instance()
+
+
+def can_route(account: Account) -> bool:
+    """True once some route has an active vendor: a request can reach someone."""
+    return (
+        RouteVendor.select()
+        .join(Route)
+        .switch(RouteVendor)
+        .join(Vendor)
+        .where(Route.account == account, Vendor.active == True)  # noqa: E712
+        .exists()
+    )
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+def save_settings(account: Account, form: dict, business_hours: dict) -> Account:
+    """Profile, contact phone, timezone, business hours, notifications, escalation."""
+    errors: dict[str, str] = {}
+    values = {
+        k: str(form.get(k) or "").strip()
+        for k in (
+            "name",
+            "business_name",
+            "contact_phone",
+            "timezone",
+            "notify",
+            "digest_hour",
+            "escalate_after_minutes",
+        )
+    }
+    for key, what in (("name", "your name"), ("business_name", "the business name")):
+        if problem := accounts.text_problem(values[key], what):
+            errors[key] = problem
+    if values["contact_phone"] and (problem := phone_problem(values["contact_phone"])):
+        errors["contact_phone"] = problem
+    if values["timezone"] not in accounts.timezones():
+        errors["timezone"] = "Choose a time zone such as Europe/London or America/New_York."
+    if values["notify"] not in NOTIFY:
+        errors["notify"] = "Choose when to be emailed."
+    for key, low, high in (("digest_hour", 0, 23), ("escalate_after_minutes", 1, 1440)):
+        if not values[key].isdigit() or not low <= int(values[key]) <= high:
+            errors[key] = f"Enter a whole number from {low} to {high}."
+    try:
+        hours = routing.check_business_hours(business_hours)
+    except routing.HoursError as exc:
+        errors["business_hours"] = str(exc)
+    if errors:
+        raise ValidationError(errors)
+    with db.write():
+        for key in ("name", "business_name", "contact_phone", "timezone", "notify"):
+            setattr(account, key, values[key])
+        account.digest_hour = int(values["digest_hour"])
+        account.escalate_after_minutes = int(values["escalate_after_minutes"])
+        account.business_hours = hours
+        account.save()
+    return account
