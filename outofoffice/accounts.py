@@ -32,6 +32,20 @@ INDUSTRIES: dict[str, tuple[str, str, str]] = {
     "other": ("Other", "Customers", "Customer"),
 }
 
+SINGULAR = {
+    "Properties": "Property",
+    "Matters": "Matter",
+    "Clients": "Client",
+    "Customers": "Customer",
+}
+
+
+def labels(industry: str) -> dict[str, str]:
+    """The industry's words for subjects and callers (SPEC section 5)."""
+    _, subjects, caller = INDUSTRIES[industry]
+    return {"subjects": subjects, "subject": SINGULAR[subjects], "caller": caller}
+
+
 # Seeded at signup so a new firm's routing page makes sense on day one.
 DEFAULT_CATEGORIES: dict[str, list[tuple[str, str, bool]]] = {
     "property_management": [

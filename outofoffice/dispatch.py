@@ -93,10 +93,10 @@ def clean_request(account: Account, form: dict[str, str]) -> dict:
     data = {k: (form.get(k) or "").strip() for k in ("subject", "category", "name", "phone")}
     data["description"] = (form.get("description") or "").strip()
     errors: dict[str, str] = {}
-    labels = accounts.INDUSTRIES[account.industry]
+    labels = accounts.labels(account.industry)
     subject = _owned(Subject, account, data["subject"])
     if subject is None and Subject.select().where(Subject.account == account).exists():
-        errors["subject"] = f"Choose one of the {labels[1].lower()}."
+        errors["subject"] = f"Choose one of the {labels['subjects'].lower()}."
     category = _owned(Category, account, data["category"])
     if category is None and Category.select().where(Category.account == account).exists():
         errors["category"] = "Choose what the request is about."
@@ -251,7 +251,7 @@ def queue_vendor_email(instance: Instance, d: Dispatch, vendor: Vendor) -> None:
         firm_phone=account.contact_phone,
         firm_email=account.email,
         links=links,
-        labels=accounts.INDUSTRIES[account.industry],
+        labels=accounts.labels(account.industry),
     )
     urgent = "URGENT: " if d.category_id and d.category.emergency else ""
     where = d.subject_label or account.business_name

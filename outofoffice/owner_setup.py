@@ -88,8 +88,7 @@ KINDS = {
 
 def labels(account: Account) -> dict[str, str]:
     """The industry's words (SPEC section 5)."""
-    _, subjects, caller = accounts.INDUSTRIES[account.industry]
-    return {"subjects": subjects, "subject": subjects.rstrip("s"), "caller": caller}
+    return accounts.labels(account.industry)
 
 
 def items(account: Account, kind: Kind) -> list:

@@ -13,7 +13,7 @@ from outofoffice import db
 from outofoffice.config import Config
 from outofoffice.instance import Instance
 from outofoffice.policy import REQUEST_BODY_MAX
-from outofoffice.web import auth, dashboard, health, public
+from outofoffice.web import auth, caller, dashboard, health, public, vendor
 from outofoffice.web.context import UserError, check_csrf, fail, page
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,6 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
 
     app.default_error_handler = error_page  # every status, even ones bottle makes itself
 
-    for area in (public, health, auth, dashboard):
+    for area in (public, health, auth, caller, vendor, dashboard):
         area.install(app)
     return app

@@ -21,7 +21,7 @@ AREAS = [
 
 def dashboard_page(template: str, **context) -> str:
     owner = require_owner()
-    subjects_label = accounts.INDUSTRIES[owner.industry][1]
+    subjects_label = accounts.labels(owner.industry)["subjects"]
     rules = {route.rule for route in bottle.request.app.routes if route.method == "GET"}
     areas = [(label or subjects_label, path) for label, path in AREAS if path in rules]
     return page(template, areas=areas, **context)

@@ -4,14 +4,20 @@ from pathlib import Path
 
 import bottle
 
-from outofoffice.web.context import instance, page
+from outofoffice.web import caller
+from outofoffice.web.context import fail, instance, page
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
 def install(app: bottle.Bottle) -> None:
-    @app.get("/")
+    @app.route("/", ["GET", "POST"])
     def landing():
+        slug = caller.slug_from_host()
+        if slug is not None:
+            return caller.routing_page(slug)
+        if bottle.request.method == "POST":
+            raise fail(405, "This page does not accept that kind of request.")
         return page("index.html")
 
     @app.get("/privacy")

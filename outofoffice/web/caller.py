@@ -1,0 +1,93 @@
+"""The caller's pages: the firm's routing page and the private status page."""
+
+import bottle
+
+from outofoffice import dispatch, owner_setup, routing
+from outofoffice.errors import ValidationError
+from outofoffice.models import Account
+from outofoffice.web.context import fail, instance, page, see_other
+
+FIELDS = ("subject", "category", "name", "phone", "description")
+
+
+def slug_from_host() -> str | None:
+    """In subdomain mode, <slug>.<domain> names a firm; the bare domain does not."""
+    config = instance().config
+    if config.server.routing_pages != "subdomain":
+        return None
+    host = (bottle.request.get_header("Host") or "").split(":", 1)[0].lower().rstrip(".")
+    suffix = "." + config.server.domain
+    if host.endswith(suffix) and "." not in host[: -len(suffix)]:
+        return host[: -len(suffix)] or None
+    return None
+
+
+def _account(slug: str) -> Account:
+    account = Account.get_or_none(Account.slug == slug.lower())
+    if account is None or account.status == "deleting":
+        raise fail(404, "There is no routing page at this address. Check the link with the firm.")
+    return account
+
+
+def _form_page(account: Account, form: dict, errors: dict, status: int = 200) -> str:
+    return page(
+        "routing.html",
+        status=status,
+        account=account,
+        labels=owner_setup.labels(account),
+        subjects=owner_setup.items(account, owner_setup.KINDS["subjects"]),
+        categories=owner_setup.items(account, owner_setup.KINDS["categories"]),
+        form=form,
+        errors=errors,
+        action=bottle.request.path,
+    )
+
+
+def routing_page(slug: str):
+    account = _account(slug)
+    if account.status != "active":
+        status = 403 if bottle.request.method == "POST" else 200
+        return page("routing_closed.html", status=status, account=account)
+    if bottle.request.method == "GET":
+        return _form_page(account, dict.fromkeys(FIELDS, ""), {})
+    form = {k: bottle.request.forms.getunicode(k, "") or "" for k in FIELDS}
+    try:
+        submission = dispatch.submit(instance(), account, form)
+    except ValidationError as exc:
+        return _form_page(account, form, exc.errors, status=400)
+    see_other(f"/s/{submission.status_token}?sent=1")
+
+
+STEPS = ("Received", "Sent to a vendor", "Accepted", "Resolved")
+STEP_OF = {
+    "open": 0,
+    "unassigned": 0,
+    "failed": 0,
+    "sent": 1,
+    "declined": 1,
+    "escalated": 1,
+    "accepted": 2,
+    "resolved": 3,
+    "closed": 3,
+}
+
+
+def install(app: bottle.Bottle) -> None:
+    app.route("/r/<slug>", ["GET", "POST"], routing_page)
+
+    @app.get("/s/<token>")
+    def status(token):
+        d = dispatch.by_status_token(token)
+        if d is None:
+            raise fail(404, "This status link does not work. Check that you copied all of it.")
+        account = d.account
+        return page(
+            "status.html",
+            d=d,
+            account=account,
+            steps=STEPS,
+            step=STEP_OF[d.status],
+            sent=bottle.request.query.get("sent") == "1",
+            received=routing.local_time(account, d.created_at).strftime("%a %d %b %H:%M"),
+            link=instance().url(f"/s/{token}"),
+        )

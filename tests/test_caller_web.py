@@ -1,0 +1,124 @@
+"""The routing page, the caller's status page and the vendor's action page, over HTTP."""
+
+import re
+
+import webtest
+
+from outofoffice import accounts, db
+from outofoffice.models import Dispatch, DispatchEvent
+from outofoffice.web import create_app
+from tests.conftest import request_form
+
+
+def vendor_paths(mailbox, address):
+    paths = {}
+    for message in mailbox.deliver():
+        if message["To"] == address:
+            for action, path in re.findall(
+                r"(Accept|Decline|Resolved): +\S+?(/v/\S+)", mailbox.text(message)
+            ):
+                paths[action] = path
+    return paths
+
+
+def test_the_routing_page_shows_the_firm_subjects_categories_and_safety_text(app, firm):
+    page = app.get("/r/alpha")
+    assert "Alpha Properties" in page.text
+    options = [o.text for o in page.html.find(id="f-subject").find_all("option")]
+    assert "Elm Street, 12 Elm St" in options
+    assert page.html.find("label", {"for": "f-subject"}).text == "Property"
+    assert "Shut the water valve under the sink" in page.text
+    assert len(page.body) < 30_000
+    assert not page.html.find("script", src=False)
+
+
+def test_a_submission_answers_303_with_the_reference_and_a_status_link(app, firm, mailbox):
+    response = app.post("/r/alpha", request_form(firm))
+    assert response.status_int == 303
+    assert response.headers["Location"].startswith("/s/")
+    status = response.follow()
+    with db.connection():
+        d = Dispatch.get()
+    assert d.reference in status.text
+    assert "http://oop.example.test/s/" in status.text
+    assert "Received" in status.text
+    assert vendor_paths(mailbox, "vera@plumb.example").keys() == {"Accept", "Decline", "Resolved"}
+
+
+def test_bad_input_is_explained_beside_the_field_and_kept(app, firm):
+    form = request_form(firm, phone="12", description="Still leaking")
+    page = app.post("/r/alpha", form, status=400)
+    assert "7 to 32" in page.html.find(id="e-phone").text
+    assert page.html.find(id="f-description").text == "Still leaking"
+    assert page.html.find(id="f-name")["value"] == "Tina Tenant"
+    with db.connection():
+        assert Dispatch.select().count() == 0
+
+
+def test_unknown_slugs_are_404_and_disabled_firms_say_phone_us(app, firm):
+    app.get("/r/nobody", status=404)
+    with db.connection():
+        accounts.set_status("alpha", "disabled")
+    assert "phone the firm" in app.get("/r/alpha").text
+    app.post("/r/alpha", request_form(firm), status=403)
+    with db.connection():
+        assert Dispatch.select().count() == 0
+
+
+def test_the_vendor_confirms_on_a_page_and_get_changes_nothing(app, firm, mailbox):
+    app.post("/r/alpha", request_form(firm))
+    paths = vendor_paths(mailbox, "vera@plumb.example")
+    for _ in range(2):
+        page = app.get(paths["Accept"])
+        assert [b.text for b in page.html.find_all("button")] == ["Accept"]
+        assert "Tina Tenant" in page.text
+    with db.connection():
+        assert Dispatch.get().status == "sent"
+    done = page.forms[0].submit()
+    assert "you have accepted" in done.text
+    again = app.post(paths["Accept"])
+    assert "nothing changed" in again.text
+    with db.connection():
+        d = Dispatch.get()
+        assert d.status == "accepted"
+        assert DispatchEvent.select().where(DispatchEvent.kind == "accepted").count() == 1
+
+
+def test_decline_over_http_reaches_the_next_vendor(app, firm, mailbox):
+    app.post("/r/alpha", request_form(firm))
+    app.post(vendor_paths(mailbox, "vera@plumb.example")["Decline"])
+    assert "Accept" in vendor_paths(mailbox, "walt@water.example")
+
+
+def test_a_tampered_action_link_gets_a_clear_page(app, firm, mailbox):
+    app.post("/r/alpha", request_form(firm))
+    path = vendor_paths(mailbox, "vera@plumb.example")["Accept"]
+    page = app.get(path[:-3] + "abc", status=404)
+    assert "not valid" in page.text
+    app.post(path[:-3] + "abc", status=404)
+
+
+def test_the_status_page_hides_the_vendor(app, firm, mailbox):
+    status = app.post("/r/alpha", request_form(firm)).follow()
+    app.post(vendor_paths(mailbox, "vera@plumb.example")["Accept"])
+    page = app.get(status.request.path)
+    assert "Someone is on it" in page.text
+    assert "Vera" not in page.text and "vera@plumb.example" not in page.text
+    app.get("/s/not-a-token", status=404)
+
+
+def test_subdomain_mode_serves_routing_pages_on_slug_hosts(make_instance):
+    instance = make_instance(server={"routing_pages": "subdomain", "domain": "help.example"})
+    app = webtest.TestApp(create_app(instance.config, instance))
+    with db.connection():
+        accounts.create_account(
+            email="o@x.example",
+            name="O",
+            business_name="Xeno Homes",
+            slug="xeno",
+            industry="home_services",
+            timezone="UTC",
+        )
+    assert "Xeno Homes" in app.get("/", headers={"Host": "xeno.help.example"}).text
+    app.get("/", headers={"Host": "nobody.help.example"}, status=404)
+    assert "After-hours requests" in app.get("/", headers={"Host": "help.example"}).text
