@@ -361,5 +361,139 @@ def accounts_invite(state: State, email: str) -> None:
             raise click.ClickException(f"--email: {exc.errors['email']}") from None
 
 
+# --- data in and out -------------------------------------------------------------------
+
+
+@cli.command("export")
+@click.argument("slug")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="File to write (default: stdout)."
+)
+@pass_state
+def export_command(state: State, slug: str, output: str | None) -> None:
+    """Write an account's export (SPEC section 8, JSON)."""
+    from outofoffice import portability
+
+    inst = state.instance()
+    with db.connection():
+        data = portability.export(inst, _get_account(slug))
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if output:
+        _write_private(Path(output), text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """An export holds callers' details: the file is readable by its owner only."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@pass_state
+def import_command(state: State, file: str) -> None:
+    """Create the account an export file describes (nothing, if the file has a problem)."""
+    from outofoffice import portability
+
+    inst = state.instance()
+    try:
+        data = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{file}: not a JSON export: {exc}") from None
+    with db.connection():
+        try:
+            account = portability.import_account(inst, data)
+        except portability.ImportError_ as exc:
+            problems = list(exc.errors.values())
+            for problem in problems[:-1]:
+                click.echo(f"{file}: {problem}", err=True)
+            raise click.ClickException(
+                f"{file}: {problems[-1]} ({len(problems)} problem(s); nothing was imported)"
+            ) from None
+    click.echo(f"imported {account.slug}: {inst.routing_url(account.slug)}")
+
+
+@cli.command()
+@click.option("--slug", default="sample-firm", show_default=True, help="Slug of the sample firm.")
+@click.option(
+    "--industry",
+    default="property_management",
+    type=click.Choice(list(accounts.INDUSTRIES)),
+    show_default=True,
+    help="Which kind of firm.",
+)
+@pass_state
+def demo(state: State, slug: str, industry: str) -> None:
+    """Create a sample firm with vendors, subjects and routes; print its URLs."""
+    from outofoffice import sample
+
+    inst = state.instance(migrate=True, create=True)
+    with db.connection():
+        try:
+            account = sample.create(slug, industry)
+        except accounts.ValidationError as exc:
+            raise click.ClickException(f"--slug: {' '.join(exc.errors.values())}") from None
+        click.echo(f"routing page: {inst.routing_url(account.slug)}")
+        click.echo(f"owner login:  {accounts.login_link(inst, account)}")
+
+
+# --- the outbox ------------------------------------------------------------------------
+
+
+@cli.group("outbox")
+def outbox_group() -> None:
+    """See and retry queued and failed email."""
+
+
+@outbox_group.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(["queued", "sent", "dead"]),
+    help="Only rows with this status.",
+)
+@pass_state
+def outbox_list(state: State, status: str | None) -> None:
+    """List outbox rows, newest first."""
+    from outofoffice.models import OutboxEmail
+
+    state.instance()
+    with db.connection():
+        query = OutboxEmail.select().order_by(OutboxEmail.id.desc()).limit(200)
+        if status:
+            query = query.where(OutboxEmail.status == status)
+        rows = list(query)
+    if not rows:
+        click.echo("no emails")
+    for row in rows:
+        error = f"  {row.last_error[:80]}" if row.last_error else ""
+        click.echo(
+            f"{row.id:>6} {row.status:<6} {row.kind:<7} tries {row.attempts:<2} "
+            f"{row.created_at:%Y-%m-%d %H:%M} {row.recipient}{error}"
+        )
+
+
+@outbox_group.command("retry")
+@click.argument("row_id", required=False, type=int)
+@click.option("--all-failed", is_flag=True, help="Retry every dead-lettered email.")
+@pass_state
+def outbox_retry(state: State, row_id: int | None, all_failed: bool) -> None:
+    """Queue a dead-lettered email (ID) or all of them (--all-failed) again."""
+    if (row_id is None) == (not all_failed):
+        raise click.ClickException("give an ID or --all-failed (one of them)")
+    state.instance()
+    with db.connection():
+        count = outbox.retry(None if all_failed else [row_id])
+    if row_id is not None and not count:
+        raise click.ClickException(f"no unsent email with id {row_id}")
+    click.echo(f"queued {count} email(s) again; a running server or worker sends them")
+
+
 def main() -> None:
     cli(prog_name="outofoffice")

@@ -1,9 +1,19 @@
-"""The owner's dashboard. Areas appear in the navigation as their pages exist."""
+"""The owner's dashboard: overview, routing setup, settings, dispatch history.
+
+Handlers are thin: they find the signed-in owner, call owner_setup / dispatch /
+portability with that account (never an id from another account), and render.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
 
 import bottle
 
-from outofoffice import accounts
-from outofoffice.web.context import instance, page, require_owner
+from outofoffice import dispatch, owner_setup, portability, routing
+from outofoffice.errors import ValidationError
+from outofoffice.models import Dispatch, DispatchEvent
+from outofoffice.web.context import fail, instance, page, require_owner, see_other
 
 # (label, path); a label of None takes the account's subjects label (SPEC section 5).
 AREAS = [
@@ -17,20 +27,404 @@ AREAS = [
     ("Account", "/dashboard/account"),
     ("Billing", "/dashboard/billing"),
 ]
+PAGE_SIZE = 50
 
 
-def dashboard_page(template: str, **context) -> str:
+def dashboard_page(template: str, status: int = 200, **context) -> str:
     owner = require_owner()
-    subjects_label = accounts.labels(owner.industry)["subjects"]
+    labels = owner_setup.labels(owner)
     rules = {route.rule for route in bottle.request.app.routes if route.method == "GET"}
-    areas = [(label or subjects_label, path) for label, path in AREAS if path in rules]
-    return page(template, areas=areas, **context)
+    areas = [(label or labels["subjects"], path) for label, path in AREAS if path in rules]
+    return page(template, status=status, areas=areas, labels=labels, **context)
+
+
+def form_dict() -> dict[str, str]:
+    forms = bottle.request.forms
+    return {key: forms.getunicode(key, "") or "" for key in forms}
+
+
+def _local(owner, at: datetime | None) -> str:
+    return routing.local_time(owner, at).strftime("%Y-%m-%d %H:%M") if at else ""
+
+
+# --- overview -------------------------------------------------------------------------
+
+
+def overview():
+    owner = require_owner()
+    kinds = owner_setup.KINDS
+    labels = owner_setup.labels(owner)
+    checklist = [
+        ("Add a vendor", "/dashboard/vendors", bool(owner_setup.items(owner, kinds["vendors"]))),
+        (
+            f"Add your {labels['subjects'].lower()}",
+            "/dashboard/subjects",
+            bool(owner_setup.items(owner, kinds["subjects"])),
+        ),
+        (
+            "Check the categories and their safety text",
+            "/dashboard/categories",
+            bool(owner_setup.items(owner, kinds["categories"])),
+        ),
+        ("Add a route with a vendor", "/dashboard/routes", owner_setup.can_route(owner)),
+        ("Set the phone number vendors see", "/dashboard/settings", bool(owner.contact_phone)),
+    ]
+    recent = list(
+        Dispatch.select().where(Dispatch.account == owner).order_by(Dispatch.id.desc()).limit(10)
+    )
+    return dashboard_page(
+        "dashboard/overview.html",
+        routing_url=instance().routing_url(owner.slug),
+        checklist=checklist if not owner_setup.can_route(owner) else [],
+        recent=recent,
+        local=lambda at: _local(owner, at),
+    )
+
+
+# --- vendors, subjects, categories ----------------------------------------------------
+
+
+def _kind(name: str) -> owner_setup.Kind:
+    return owner_setup.KINDS[name]
+
+
+def _item_or_404(owner, kind, item_id):
+    item = owner_setup.get(owner, kind, item_id)
+    if item is None:
+        raise fail(404, f"There is no such {kind.singular}.")
+    return item
+
+
+def list_items(name: str, form=None, errors=None, status=200, import_errors=None):
+    owner = require_owner()
+    kind = _kind(name)
+    return dashboard_page(
+        "dashboard/items.html",
+        status=status,
+        kind=kind,
+        items=owner_setup.items(owner, kind),
+        form=form or {"active": "on"},
+        errors=errors or {},
+        import_errors=import_errors or {},
+    )
+
+
+def create_item(name: str):
+    owner = require_owner()
+    form = form_dict()
+    try:
+        owner_setup.save(owner, _kind(name), form)
+    except ValidationError as exc:
+        return list_items(name, form, exc.errors, 400)
+    see_other(f"/dashboard/{name}")
+
+
+def edit_item(name: str, item_id: int, form=None, errors=None, status=200):
+    owner = require_owner()
+    kind = _kind(name)
+    item = _item_or_404(owner, kind, item_id)
+    values = form or {f.name: getattr(item, f.name) for f in kind.fields}
+    for field in kind.fields:
+        if field.kind == "checkbox" and form is None:
+            values[field.name] = "on" if getattr(item, field.name) else ""
+    return dashboard_page(
+        "dashboard/item.html", status=status, kind=kind, item=item, form=values, errors=errors or {}
+    )
+
+
+def update_item(name: str, item_id: int):
+    owner = require_owner()
+    kind = _kind(name)
+    item = _item_or_404(owner, kind, item_id)
+    form = form_dict()
+    try:
+        owner_setup.save(owner, kind, form, item)
+    except ValidationError as exc:
+        return edit_item(name, item_id, form, exc.errors, 400)
+    see_other(f"/dashboard/{name}")
+
+
+def delete_item(name: str, item_id: int):
+    owner = require_owner()
+    kind = _kind(name)
+    owner_setup.delete(owner, kind, _item_or_404(owner, kind, item_id))
+    see_other(f"/dashboard/{name}")
+
+
+def import_subjects():
+    owner = require_owner()
+    upload = bottle.request.files.get("file")
+    if upload is not None:
+        raw = upload.file.read(1024 * 1024)
+    else:
+        raw = (bottle.request.forms.getunicode("csv", "") or "").encode()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return list_items(
+            "subjects", import_errors={"file": "Save the file as UTF-8 CSV."}, status=400
+        )
+    try:
+        count = owner_setup.import_subjects(owner, text)
+    except ValidationError as exc:
+        return list_items("subjects", import_errors=exc.errors, status=400)
+    see_other(f"/dashboard/subjects?imported={count}")
+
+
+# --- routes ---------------------------------------------------------------------------
+
+
+def routes_page(form=None, errors=None, status=200):
+    owner = require_owner()
+    kinds = owner_setup.KINDS
+    routes = [(r, owner_setup.chain(r)) for r in owner_setup.routes(owner)]
+    return dashboard_page(
+        "dashboard/routes.html",
+        status=status,
+        routes=routes,
+        subjects=owner_setup.items(owner, kinds["subjects"]),
+        categories=owner_setup.items(owner, kinds["categories"]),
+        vendors=owner_setup.items(owner, kinds["vendors"]),
+        when=routing.WHEN,
+        form=form or {},
+        errors=errors or {},
+    )
+
+
+def create_route():
+    owner = require_owner()
+    forms = bottle.request.forms
+    form = form_dict()
+    vendor_ids = [v for v in forms.getall("vendor") if v]
+    try:
+        owner_setup.create_route(
+            owner,
+            form.get("subject", ""),
+            form.get("category", ""),
+            form.get("when", ""),
+            vendor_ids,
+        )
+    except ValidationError as exc:
+        return routes_page(form, exc.errors, 400)
+    see_other("/dashboard/routes")
+
+
+def change_route(route_id: int, change: str):
+    owner = require_owner()
+    route = owner_setup.get_route(owner, route_id)
+    if route is None:
+        raise fail(404, "There is no such route.")
+    vendor_id = bottle.request.forms.get("vendor", "")
+    try:
+        if change == "delete":
+            owner_setup.delete_route(owner, route)
+        elif change == "add":
+            owner_setup.add_vendor(owner, route, vendor_id)
+        elif change == "remove":
+            owner_setup.remove_vendor(owner, route, vendor_id)
+        else:
+            offset = -1 if bottle.request.forms.get("direction") == "up" else 1
+            owner_setup.move_vendor(owner, route, vendor_id, offset)
+    except ValidationError as exc:
+        return routes_page(errors=exc.errors, status=400)
+    see_other("/dashboard/routes")
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+def _hours_text(intervals: list) -> str:
+    return ", ".join(f"{start}-{end}" for start, end in intervals)
+
+
+def _hours_from_form(form: dict) -> dict:
+    hours: dict = {}
+    for day in routing.WEEKDAYS:
+        text = form.get(f"hours_{day}", "").strip()
+        intervals = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            start, _, end = part.partition("-")
+            intervals.append([start.strip(), end.strip()])
+        hours[day] = intervals
+    hours["holidays"] = [
+        line.strip() for line in form.get("holidays", "").splitlines() if line.strip()
+    ]
+    return hours
+
+
+def settings_page(form=None, errors=None, status=200, saved=False):
+    owner = require_owner()
+    if form is None:
+        hours = owner.business_hours or routing.DEFAULT_HOURS
+        form = {
+            key: str(getattr(owner, key))
+            for key in (
+                "name",
+                "business_name",
+                "contact_phone",
+                "timezone",
+                "notify",
+                "digest_hour",
+                "escalate_after_minutes",
+            )
+        }
+        form |= {f"hours_{day}": _hours_text(hours.get(day, [])) for day in routing.WEEKDAYS}
+        form["holidays"] = "\n".join(hours.get("holidays", []))
+    return dashboard_page(
+        "dashboard/settings.html",
+        status=status,
+        form=form,
+        errors=errors or {},
+        weekdays=routing.WEEKDAYS,
+        saved=saved or bottle.request.query.get("saved") == "1",
+    )
+
+
+def save_settings():
+    owner = require_owner()
+    form = form_dict()
+    try:
+        owner_setup.save_settings(owner, form, _hours_from_form(form))
+    except ValidationError as exc:
+        return settings_page(form, exc.errors, 400)
+    see_other("/dashboard/settings?saved=1")
+
+
+# --- dispatch history -----------------------------------------------------------------
+
+
+def _filters(owner) -> tuple[dict, dict]:
+    query = bottle.request.query
+    raw = {
+        k: (query.getunicode(k, "") or "").strip()
+        for k in ("status", "subject", "category", "from", "to")
+    }
+    errors = {}
+    filters: dict = {}
+    if raw["status"]:
+        if raw["status"] not in dispatch.STATUSES:
+            errors["status"] = "Choose a status."
+        filters["status"] = raw["status"]
+    for key in ("subject", "category"):
+        if raw[key]:
+            filters[key] = raw[key]
+    for key in ("from", "to"):
+        if raw[key]:
+            try:
+                day = date.fromisoformat(raw[key])
+            except ValueError:
+                errors[key] = "Use a date such as 2026-11-27."
+                continue
+            local = datetime.combine(day + timedelta(days=key == "to"), time())
+            utc = local.replace(tzinfo=routing.ZoneInfo(owner.timezone)).astimezone(
+                routing.ZoneInfo("UTC")
+            )
+            filters[key] = utc.replace(tzinfo=None)
+    return raw, filters | ({"invalid": True} if errors else {})
+
+
+def dispatches_page():
+    owner = require_owner()
+    raw, filters = _filters(owner)
+    query = portability.history_query(owner, filters)
+    if bottle.request.query.get("format") == "csv":
+        bottle.response.content_type = "text/csv; charset=utf-8"
+        bottle.response.set_header(
+            "Content-Disposition", f'attachment; filename="{owner.slug}-dispatches.csv"'
+        )
+        return portability.history_csv(instance(), owner, query)
+    try:
+        number = max(1, int(bottle.request.query.get("page", "1")))
+    except ValueError:
+        number = 1
+    total = query.count()
+    rows = list(query.paginate(number, PAGE_SIZE))
+    kinds = owner_setup.KINDS
+    return dashboard_page(
+        "dashboard/dispatches.html",
+        rows=rows,
+        filters=raw,
+        statuses=dispatch.STATUSES,
+        subjects=owner_setup.items(owner, kinds["subjects"]),
+        categories=owner_setup.items(owner, kinds["categories"]),
+        number=number,
+        pages=max(1, -(-total // PAGE_SIZE)),
+        total=total,
+        local=lambda at: _local(owner, at),
+        csv_query=bottle.request.query_string,
+    )
+
+
+def _dispatch_or_404(owner, dispatch_id):
+    d = dispatch.for_owner(owner, dispatch_id)
+    if d is None:
+        raise fail(404, "There is no such dispatch.")
+    return d
+
+
+def dispatch_page(dispatch_id: int, errors=None, status=200):
+    owner = require_owner()
+    d = _dispatch_or_404(owner, dispatch_id)
+    events = list(
+        DispatchEvent.select().where(DispatchEvent.dispatch == d).order_by(DispatchEvent.id)
+    )
+    return dashboard_page(
+        "dashboard/dispatch.html",
+        status=status,
+        d=d,
+        caller=dispatch.caller(instance(), d),
+        events=events,
+        vendors=owner_setup.items(owner, owner_setup.KINDS["vendors"]),
+        finished=d.status in dispatch.FINISHED,
+        errors=errors or {},
+        local=lambda at: _local(owner, at),
+    )
+
+
+def reassign(dispatch_id: int):
+    owner = require_owner()
+    d = _dispatch_or_404(owner, dispatch_id)
+    try:
+        dispatch.reassign(instance(), owner, d, bottle.request.forms.get("vendor", ""))
+    except ValidationError as exc:
+        return dispatch_page(dispatch_id, exc.errors, 400)
+    see_other(f"/dashboard/dispatches/{d.id}")
+
+
+def close(dispatch_id: int):
+    owner = require_owner()
+    d = _dispatch_or_404(owner, dispatch_id)
+    dispatch.close(owner, d, bottle.request.forms.getunicode("note", "") or "")
+    see_other(f"/dashboard/dispatches/{d.id}")
 
 
 def install(app: bottle.Bottle) -> None:
-    @app.get("/dashboard")
-    def overview():
-        owner = require_owner()
-        return dashboard_page(
-            "dashboard/overview.html", routing_url=instance().routing_url(owner.slug)
+    app.get("/dashboard", callback=overview)
+    for name in owner_setup.KINDS:
+        base = f"/dashboard/{name}"
+        app.get(base, callback=lambda name=name: list_items(name))
+        app.post(base, callback=lambda name=name: create_item(name))
+        app.get(
+            base + "/<item_id:int>", callback=lambda item_id, name=name: edit_item(name, item_id)
         )
+        app.post(
+            base + "/<item_id:int>", callback=lambda item_id, name=name: update_item(name, item_id)
+        )
+        app.post(
+            base + "/<item_id:int>/delete",
+            callback=lambda item_id, name=name: delete_item(name, item_id),
+        )
+    app.post("/dashboard/subjects/import", callback=import_subjects)
+    app.get("/dashboard/routes", callback=routes_page)
+    app.post("/dashboard/routes", callback=create_route)
+    for change in ("delete", "add", "remove", "move"):
+        app.post(
+            f"/dashboard/routes/<route_id:int>/{change}",
+            callback=lambda route_id, change=change: change_route(route_id, change),
+        )
+    app.get("/dashboard/settings", callback=settings_page)
+    app.post("/dashboard/settings", callback=save_settings)
+    app.get("/dashboard/dispatches", callback=dispatches_page)
+    app.get("/dashboard/dispatches/<dispatch_id:int>", callback=dispatch_page)
+    app.post("/dashboard/dispatches/<dispatch_id:int>/reassign", callback=reassign)
+    app.post("/dashboard/dispatches/<dispatch_id:int>/close", callback=close)
