@@ -4,6 +4,7 @@ import json
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -195,3 +196,52 @@ def test_the_environment_names_the_config(cfg, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OUTOFOFFICE_CONFIG", str(cfg))
     assert str(cfg) in run("check").output
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "examples" / "export-sample.json"
+
+
+def test_import_then_export_round_trips_the_shared_sample(cfg, tmp_path):
+    assert "imported lakeshore" in run("--config", cfg, "import", SAMPLE).output
+    out = tmp_path / "lakeshore.json"
+    run("--config", cfg, "export", "lakeshore", "-o", out)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    exported, sample = json.loads(out.read_text()), json.loads(SAMPLE.read_text())
+    assert exported["format"] == "outofoffice-export" and exported["version"] == 1
+    assert exported["vendors"] == sample["vendors"] and exported["routes"] == sample["routes"]
+    assert json.loads(run("--config", cfg, "export", "lakeshore").output)["account"]["slug"] == (
+        "lakeshore"
+    )
+
+
+def test_a_bad_import_file_is_reported_and_creates_nothing(cfg, tmp_path):
+    data = json.loads(SAMPLE.read_text())
+    data["version"] = 7
+    data["vendors"][0]["email"] = "not-an-address"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    result = run("--config", cfg, "import", bad, ok=False)
+    assert result.exit_code != 0
+    assert "version" in result.output and "vendors[0].email" in result.output
+    assert "nothing was imported" in result.output
+    assert json.loads(run("--config", cfg, "accounts", "list", "--json").output) == []
+    (tmp_path / "junk.json").write_text("{not json")
+    assert "not a JSON export" in error_line(
+        run("--config", cfg, "import", tmp_path / "junk.json", ok=False)
+    )
+
+
+def test_demo_prints_a_routing_page_and_a_login_link(cfg):
+    output = run("--config", cfg, "demo").output
+    assert "https://h.example/r/sample-firm" in output
+    assert "https://h.example/auth/" in output
+    shown = run("--config", cfg, "accounts", "show", "sample-firm").output
+    assert "vendors:        4" in shown
+
+
+def test_outbox_list_and_retry(cfg):
+    run("--config", cfg, "demo")
+    run("--config", cfg, "outbox", "list")
+    assert "no emails" in run("--config", cfg, "outbox", "list", "--status", "dead").output
+    assert "one of them" in error_line(run("--config", cfg, "outbox", "retry", ok=False))
+    assert "queued 0" in run("--config", cfg, "outbox", "retry", "--all-failed").output

@@ -1,0 +1,233 @@
+"""The owner's dashboard over HTTP: setup pages, settings, history, and who may see what."""
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from outofoffice import db, dispatch, portability
+from outofoffice.models import Account, Dispatch, Route, Subject, Vendor
+from tests.conftest import csrf_of, request_form, sign_in
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "examples" / "export-sample.json"
+
+
+@pytest.fixture
+def owner_app(app, instance, firm):
+    page = sign_in(app, instance, firm["account"])
+    return app, csrf_of(page)
+
+
+def test_the_overview_shows_a_checklist_until_a_request_can_be_routed(app, instance, owners):
+    page = sign_in(app, instance, owners[0])
+    assert "Add a vendor" in page.text and "http://oop.example.test/r/alpha" in page.text
+    nav = [a.text for a in page.html.find("nav", class_="areas").find_all("a")]
+    assert nav[:6] == ["Overview", "Dispatches", "Vendors", "Properties", "Categories", "Routes"]
+
+
+def test_no_checklist_once_routing_works(owner_app):
+    app, _ = owner_app
+    assert "Before the first request" not in app.get("/dashboard").text
+
+
+def test_adding_editing_and_deleting_a_vendor(owner_app):
+    app, token = owner_app
+    form = app.get("/dashboard/vendors").forms["add"]
+    form["name"], form["email"], form["phone"] = "Nina New", "nina@new.example", "+1 555 0123"
+    assert form.submit().status_int == 303
+    with db.connection():
+        nina = Vendor.get(Vendor.email == "nina@new.example")
+    edit = app.get(f"/dashboard/vendors/{nina.id}").forms["edit"]
+    edit["company"] = "New Co"
+    edit.submit()
+    assert "New Co" in app.get("/dashboard/vendors").text
+    app.post(f"/dashboard/vendors/{nina.id}/delete", {"csrf_token": token})
+    with db.connection():
+        assert not Vendor.select().where(Vendor.email == "nina@new.example").exists()
+
+
+def test_a_bad_vendor_is_explained_and_not_stored(owner_app):
+    app, token = owner_app
+    page = app.post(
+        "/dashboard/vendors", {"csrf_token": token, "name": "", "email": "nope"}, status=400
+    )
+    assert "Enter the name" in page.html.find(id="e-name").text
+    assert "email address" in page.html.find(id="e-email").text
+
+
+def test_subjects_import_from_csv_all_or_nothing(owner_app):
+    app, token = owner_app
+    bad = "name,address,reference\nPine House,1 Pine Rd,PIN\n,no name,X\nBirch,2 Birch,B,extra\n"
+    page = app.post(
+        "/dashboard/subjects/import",
+        {"csrf_token": token},
+        upload_files=[("file", "props.csv", bad.encode())],
+        status=400,
+    )
+    assert "line 3" in page.text and "line 4" in page.text
+    with db.connection():
+        assert not Subject.select().where(Subject.name == "Pine House").exists()
+    good = "Pine House,1 Pine Rd,PIN\nBirch Row,2 Birch,BRC\n"
+    app.post(
+        "/dashboard/subjects/import",
+        {"csrf_token": token},
+        upload_files=[("file", "props.csv", good.encode())],
+        status=303,
+    )
+    text = app.get("/dashboard/subjects").text
+    assert "Pine House" in text and "Birch Row" in text
+
+
+def test_routes_are_created_and_their_order_changed(owner_app, firm):
+    app, token = owner_app
+    page = app.get("/dashboard/routes")
+    assert "Vera Plumb" in page.text
+    with db.connection():
+        route = Route.select().order_by(Route.id).first()
+    app.post(
+        f"/dashboard/routes/{route.id}/move",
+        {"csrf_token": token, "vendor": firm["walt"].id, "direction": "up"},
+        status=303,
+    )
+    with db.connection():
+        from outofoffice import owner_setup
+
+        assert [v.name for v in owner_setup.chain(route)] == ["Walt Water", "Vera Plumb"]
+    app.post(
+        "/dashboard/routes",
+        {
+            "csrf_token": token,
+            "subject": firm["oak"].id,
+            "category": "",
+            "when": "after_hours",
+            "vendor": [firm["lock"].id, ""],
+        },
+        status=303,
+    )
+    with db.connection():
+        assert Route.select().count() == 3
+    page = app.post("/dashboard/routes", {"csrf_token": token, "when": "always"}, status=400)
+    assert "at least one vendor" in page.text
+
+
+def test_settings_save_business_hours_and_preferences(owner_app):
+    app, _ = owner_app
+    form = app.get("/dashboard/settings").forms["settings"]
+    form["contact_phone"] = "+44 20 7946 0000"
+    form["hours_sat"] = "10:00-14:00"
+    form["holidays"] = "2026-12-25\n2026-12-26"
+    form["notify"] = "digest"
+    form["escalate_after_minutes"] = "10"
+    assert "Saved" in form.submit().follow().text
+    with db.connection():
+        account = Account.get(Account.slug == "alpha")
+    assert account.business_hours["sat"] == [["10:00", "14:00"]]
+    assert account.business_hours["holidays"] == ["2026-12-25", "2026-12-26"]
+    assert (account.notify, account.escalate_after_minutes) == ("digest", 10)
+    form = app.get("/dashboard/settings").forms["settings"]
+    form["hours_mon"] = "17:00-09:00"
+    form["timezone"] = "Atlantis/Capital"
+    page = form.submit(status=400)
+    assert "ends before it starts" in page.text and "time zone" in page.text
+
+
+def test_history_filters_timeline_csv_reassign_and_close(owner_app, instance, firm, mailbox):
+    app, token = owner_app
+    with db.connection():
+        first = dispatch.submit(
+            instance, firm["account"], request_form(firm, name="=HYPERLINK(1)")
+        ).dispatch
+        dispatch.submit(
+            instance,
+            firm["account"],
+            request_form(firm, category=str(firm["locked"].id), phone="+1 555 0177"),
+        )
+    mailbox.deliver()
+    page = app.get("/dashboard/dispatches")
+    assert "2 dispatches" in page.text
+    filtered = app.get(f"/dashboard/dispatches?category={firm['locked'].id}")
+    assert "1 dispatch" in filtered.text
+    locked = firm["locked"].id
+    assert "1 dispatch" in app.get(f"/dashboard/dispatches?status=sent&category={locked}").text
+    assert "Use a date" not in app.get("/dashboard/dispatches?from=2026-01-01").text
+    rows = list(csv.reader(io.StringIO(app.get("/dashboard/dispatches?format=csv").text)))
+    assert rows[0][0] == "reference" and len(rows) == 3
+    names = {row[5] for row in rows[1:]}
+    assert "'=HYPERLINK(1)" in names  # a spreadsheet will not run it
+    timeline = app.get(f"/dashboard/dispatches/{first.id}")
+    for kind in ("submitted", "routed", "email_queued", "email_sent"):
+        assert kind in timeline.text
+    app.post(
+        f"/dashboard/dispatches/{first.id}/reassign",
+        {"csrf_token": token, "vendor": firm["lock"].id},
+        status=303,
+    )
+    app.post(
+        f"/dashboard/dispatches/{first.id}/close", {"csrf_token": token, "note": "done"}, status=303
+    )
+    with db.connection():
+        assert Dispatch.get_by_id(first.id).status == "closed"
+
+
+class TestTenantIsolation:
+    """Beta, signed in with Beta's own CSRF token, gets 404 for every object of Alpha's."""
+
+    def test_beta_cannot_see_or_change_alphas_objects(self, app, instance, firm, owners):
+        _, beta = owners
+        with db.connection():
+            d = dispatch.submit(instance, firm["account"], request_form(firm)).dispatch
+            route = Route.select().first()
+        token = csrf_of(sign_in(app, instance, beta))
+        targets = [
+            ("get", f"/dashboard/vendors/{firm['vera'].id}"),
+            ("post", f"/dashboard/vendors/{firm['vera'].id}"),
+            ("post", f"/dashboard/vendors/{firm['vera'].id}/delete"),
+            ("get", f"/dashboard/subjects/{firm['elm'].id}"),
+            ("post", f"/dashboard/subjects/{firm['elm'].id}/delete"),
+            ("get", f"/dashboard/categories/{firm['plumbing'].id}"),
+            ("post", f"/dashboard/categories/{firm['plumbing'].id}/delete"),
+            ("post", f"/dashboard/routes/{route.id}/delete"),
+            ("post", f"/dashboard/routes/{route.id}/move"),
+            ("get", f"/dashboard/dispatches/{d.id}"),
+            ("post", f"/dashboard/dispatches/{d.id}/close"),
+            ("post", f"/dashboard/dispatches/{d.id}/reassign"),
+        ]
+        for method, path in targets:
+            if method == "get":
+                app.get(path, status=404)
+            else:
+                app.post(
+                    path,
+                    {"csrf_token": token, "name": "Hijack", "email": "x@y.example"},
+                    status=404,
+                )
+        with db.connection():
+            assert Vendor.get_by_id(firm["vera"].id).name == "Vera Plumb"
+            assert Dispatch.get_by_id(d.id).status == "sent"
+            assert Route.select().count() == 2
+        assert d.reference not in app.get("/dashboard/dispatches").text
+
+
+def test_the_shared_sample_imports_and_exports_back_unchanged(instance, conn):
+    data = json.loads(SAMPLE.read_text())
+    account = portability.import_account(instance, data)
+    again = portability.export(instance, account)
+    for key in ("account", "vendors", "subjects", "categories", "routes"):
+        assert again[key] == data[key], key
+    assert [d["reference"] for d in again["dispatches"]] == ["LKS-4K7Q", "LKS-9P2M"]
+    assert again["dispatches"][0]["events"] == data["dispatches"][0]["events"]
+
+
+def test_a_bad_import_lists_every_problem_and_creates_nothing(instance, conn):
+    data = json.loads(SAMPLE.read_text())
+    data["account"]["slug"] = "www"
+    data["routes"][0]["vendors"] = ["v9"]
+    data["dispatches"][0]["status"] = "lost"
+    with pytest.raises(portability.ImportError_) as caught:
+        portability.import_account(instance, data)
+    problems = " | ".join(caught.value.errors.values())
+    assert "account.slug" in problems and "routes[0].vendors" in problems
+    assert "dispatches[0].status" in problems
+    assert Account.select().count() == 0 and Vendor.select().count() == 0
