@@ -38,7 +38,8 @@ class State:
                 raise click.ClickException(str(exc)) from None
         return self._config
 
-    def instance(self, *, migrate: bool = False, create: bool = False) -> Instance:
+    def instance(self, *, migrate: bool = False, create: bool = True) -> Instance:
+        """The instance; like a first start, it creates the data dir and key if missing."""
         try:
             return Instance.open(self.config, migrate=migrate, create=create)
         except InstanceError as exc:
@@ -182,7 +183,7 @@ def check(state: State, send_test_email: str | None, show_config: bool) -> None:
             "(run `outofoffice init`)"
         )
     click.echo(f"data folder: ok ({cfg.data_dir})")
-    inst = state.instance(create=False)
+    inst = state.instance(create=False)  # check reports a missing key, it makes none
     click.echo(f"secret key: ok ({cfg.secret_key_path})")
     click.echo(f"database: ok ({cfg.database_display}, schema version {migrations.LATEST})")
     problems = inst.mailer.problems()

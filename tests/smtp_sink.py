@@ -33,12 +33,12 @@ class _Handler:
 
 
 class SMTPSink:
-    def __init__(self, username: str = "", password: str = ""):
+    def __init__(self, username: str = "", password: str = "", port: int | None = None):
         self.messages: list = []
         self.envelopes: list = []
         self.lock = threading.Lock()
         self.refuse = ""  # e.g. "451 try later" or "550 no such user"
-        self.port = free_port()
+        self.port = port or free_port()
         kwargs = {}
         if username:
 

@@ -341,3 +341,16 @@ def test_the_digest_goes_out_at_the_owners_local_hour(instance, firm, mailbox):
     assert notify.send_digests(instance) == 0  # once a day
     [digest] = [m for m in to(mailbox, "ann@alpha.example") if m["Subject"].startswith("Your day")]
     assert "1 request" in digest["Subject"]
+
+
+def test_silence_escalates_across_a_restart(instance, firm, mailbox):
+    from outofoffice.scheduler import Scheduler
+
+    sub = dispatch.submit(instance, firm["account"], request_form(firm))
+    assert to(mailbox, "vera@plumb.example")
+    db.database.close()  # the process stops; the timer lives on in the database
+    restarted = Instance.open(instance.config)
+    clock.advance(timedelta(minutes=16))
+    Scheduler(restarted).escalate()  # the job a restarted scheduler runs
+    assert to(mailbox, "walt@water.example")
+    assert Dispatch.get_by_id(sub.dispatch.id).vendor.name == "Walt Water"

@@ -1,0 +1,169 @@
+"""A request end to end through the real server process and a real SMTP server."""
+
+import csv
+import io
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import write_config
+from tests.integration.conftest import Browser
+from tests.smtp_sink import SMTPSink, free_port
+
+SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "examples" / "export-sample.json"
+ACTION = re.compile(r"(Accept|Decline|Resolved): +http://[^/\s]+(/v/\S+)")
+
+
+def cli(cfg, *args):
+    result = subprocess.run(
+        [sys.executable, "-m", "outofoffice", "--config", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def setup(tmp_path, smtp_port, port, **mail):
+    cfg = write_config(
+        tmp_path / "config.toml",
+        {
+            "server": {"base_url": f"http://127.0.0.1:{port}"},
+            "storage": {"data_dir": str(tmp_path / "data")},
+            "mail": {"backend": "smtp", "from": "Lakeshore Desk <desk@lakeshore.example>"},
+            "mail.smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", **mail},
+        },
+    )
+    cli(cfg, "migrate")
+    cli(cfg, "import", str(SAMPLE))
+    return cfg
+
+
+def links(message) -> dict[str, str]:
+    return dict(ACTION.findall(message.get_body(("plain",)).get_content()))
+
+
+def submit(browser, page):
+    """Fill the routing page as a caller would: the first property, the leak category."""
+    subject = re.search(r'<option value="(\d+)">Elm Street', page).group(1)
+    category = re.search(r'value="(\d+)"[^>]*>\s*<span><strong>Gas smell', page).group(1)
+    return browser.request(
+        "/r/lakeshore",
+        {
+            "subject": subject,
+            "category": category,
+            "name": "Jordan Ellis",
+            "phone": "+1 312 555 0111",
+            "description": "Strong gas smell in the hallway",
+        },
+    )
+
+
+def wait_for(sink, count, seconds=2.0):
+    start = time.monotonic()
+    messages = sink.wait_for(count, timeout=seconds + 3)
+    return messages, time.monotonic() - start
+
+
+def test_submit_decline_accept_through_real_smtp(tmp_path, servers):
+    port = free_port()
+    with SMTPSink() as sink:
+        cfg = setup(tmp_path, sink.port, port)
+        server = servers(tmp_path, "--config", str(cfg), port=port)
+        browser = Browser(server.url)
+        status, _, page = browser.request("/r/lakeshore")
+        assert status == 200 and "Lakeshore Property Management" in page
+        assert "Leave the building now" in page and "Elm Street Apartments" in page
+
+        status, status_url, status_page = submit(browser, page)
+        assert status == 200 and "/s/" in status_url
+        reference = re.search(r"Request ([A-Z0-9]{3}-[A-Z0-9]+)", status_page).group(1)
+        (first,), took = wait_for(sink, 1)
+        assert took < 2.0, f"vendor email took {took:.2f}s"
+        assert first["To"] == "dale@northside-plumbing.example"
+        body = first.get_body(("plain",)).get_content()
+        for needed in (
+            "Jordan Ellis",
+            "+1 312 555 0111",
+            "Strong gas smell",
+            "Elm Street",
+            "Gas smell",
+            "Lakeshore Property Management",
+            reference,
+        ):
+            assert needed in body
+        actions = links(first)
+        assert {"Accept", "Decline"} <= set(actions)
+
+        assert browser.request(actions["Decline"])[0] == 200  # GET changes nothing
+        assert "thank you" in browser.request(actions["Decline"], {})[2].lower()
+        messages, took = wait_for(sink, 2)
+        assert took < 2.0 and messages[1]["To"] == "dispatch@shah-mech.example"
+        assert "thank you" in browser.request(links(messages[1])["Accept"], {})[2].lower()
+        assert "nothing changed" in browser.request(links(messages[1])["Accept"], {})[2]
+
+        login = cli(cfg, "accounts", "login-link", "lakeshore").strip()
+        owner = Browser(server.url)
+        owner.request("/" + login.split("/", 3)[3], {})
+        _, _, history = owner.request("/dashboard/dispatches")
+        dispatch_path = re.search(
+            rf'href="(/dashboard/dispatches/\d+)">{reference}', history
+        ).group(1)
+        _, _, timeline = owner.request(dispatch_path)
+        for kind in ("submitted", "routed", "email_sent", "declined", "accepted"):
+            assert f"<td>{kind}</td>" in timeline
+        _, _, csv_text = owner.request("/dashboard/dispatches?format=csv")
+        row = next(r for r in csv.DictReader(io.StringIO(csv_text)) if r["reference"] == reference)
+        assert row["status"] == "accepted" and "declined" in row["events"]
+        exported = json.loads(cli(cfg, "export", "lakeshore"))
+        mine = next(d for d in exported["dispatches"] if d["reference"] == reference)
+        kinds = [e["kind"] for e in mine["events"]]
+        assert mine["status"] == "accepted"
+        assert {"submitted", "routed", "email_sent", "declined", "accepted"} <= set(kinds)
+
+
+def test_the_caller_is_answered_while_smtp_is_down_and_mail_follows_recovery(tmp_path, servers):
+    port, smtp_port = free_port(), free_port()
+    cfg = setup(tmp_path, smtp_port, port, timeout=2)
+    server = servers(tmp_path, "--config", str(cfg), port=port)
+    browser = Browser(server.url)
+    started = time.monotonic()
+    status, url, _ = submit(browser, browser.request("/r/lakeshore")[2])
+    assert status == 200 and "/s/" in url and time.monotonic() - started < 1.5
+    time.sleep(1.0)
+    assert "email_failed" in _timeline(cfg, server)
+    sink = SMTPSink(port=smtp_port)
+    with sink:
+        messages = sink.wait_for(1, timeout=20)  # the first retry is about 5 s later
+    assert messages[0]["To"] == "dale@northside-plumbing.example"
+
+
+def _timeline(cfg, server) -> str:
+    login = cli(cfg, "accounts", "login-link", "lakeshore").strip()
+    owner = Browser(server.url)
+    owner.request("/" + login.split("/", 3)[3], {})
+    _, _, history = owner.request("/dashboard/dispatches")
+    path = re.findall(r'href="(/dashboard/dispatches/\d+)"', history)[0]
+    return owner.request(path)[2]
+
+
+def test_a_crash_between_commit_and_send_loses_nothing(tmp_path, servers):
+    port = free_port()
+    with SMTPSink() as sink:
+        cfg = setup(tmp_path, sink.port, port)
+        # no scheduler: the request is committed and nothing sends it
+        first = servers(tmp_path, "--config", str(cfg), port=port, serve_args=["--no-scheduler"])
+        browser = Browser(first.url)
+        status, url, _ = submit(browser, browser.request("/r/lakeshore")[2])
+        assert status == 200 and "/s/" in url
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(timeout=10)
+        assert sink.messages == []
+        servers(tmp_path, "--config", str(cfg), port=port)
+        (message,) = sink.wait_for(1, timeout=10)
+        assert message["To"] == "dale@northside-plumbing.example"
