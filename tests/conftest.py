@@ -19,6 +19,8 @@ from outofoffice import accounts, clock, config, db, dispatch, owner_setup
 from outofoffice.instance import Instance
 from outofoffice.models import Category
 from outofoffice.web import create_app
+from tests.servers import ServerProcess
+from tests.smtp_sink import free_port
 
 LINK = re.compile(r"https?://[^\s\"<>]+/auth/[A-Za-z0-9_-]+")
 
@@ -208,3 +210,17 @@ def request_form(firm, **overrides) -> dict:
         "description": "Pipe burst under the sink",
     }
     return form | overrides
+
+
+@pytest.fixture
+def servers():
+    started: list[ServerProcess] = []
+
+    def start(cwd: Path, *args: str, env=None, port: int | None = None, serve_args=()):
+        server = ServerProcess(cwd, list(args), port or free_port(), env, serve_args).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -74,7 +74,7 @@ def test_every_response_carries_the_security_headers(app, method, path, status):
     csp = response.headers["Content-Security-Policy"]
     assert "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Referrer-Policy"] == "same-origin"
     assert "Strict-Transport-Security" not in response.headers
 
 
@@ -254,6 +254,7 @@ class TestCrossSitePosts:
         app.post(path, headers={"Origin": "https://evil.example"}, status=403)
         app.post(path, headers={"Sec-Fetch-Site": "cross-site"}, status=403)
         app.post(path, headers={"Origin": "null"}, status=403)
+        app.post(path, headers={"Origin": "null", "Sec-Fetch-Site": "cross-site"}, status=403)
         # the link was not used up by the refused attempts
         ok = app.post(path, headers={"Origin": "http://oop.example.test"}, status=303)
         assert ok.headers["Location"] == "/dashboard"
@@ -267,6 +268,8 @@ class TestCrossSitePosts:
     def test_same_site_fetches_are_fine(self, app):
         headers = {"Origin": "http://oop.example.test", "Sec-Fetch-Site": "same-origin"}
         assert app.post("/login", {"email": "x@y.example"}, headers=headers).status_int == 200
+        hidden = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+        assert app.post("/login", {"email": "x@y.example"}, headers=hidden).status_int == 200
 
 
 def test_plain_text_email_is_not_html_escaped(app, conn, mailbox):

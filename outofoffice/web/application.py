@@ -58,7 +58,9 @@ def _security_headers(config: Config) -> list[tuple[str, str]]:
         ("Content-Security-Policy", CSP),
         ("X-Content-Type-Options", "nosniff"),
         ("X-Frame-Options", "DENY"),
-        ("Referrer-Policy", "no-referrer"),
+        # same-origin: no URL (with its token) leaves for another site, and browsers
+        # still send a real Origin on our own forms (no-referrer makes it "null")
+        ("Referrer-Policy", "same-origin"),
         ("Cross-Origin-Opener-Policy", "same-origin"),
         ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),
         ("Cache-Control", "no-store"),
@@ -95,6 +97,8 @@ def make_cross_site_check(config: Config):
             return True
         if origin is None:
             return False
+        if origin == "null":  # privacy settings hide it; trust the browser's own verdict
+            return fetch_site not in ("same-origin", "same-site", "none")
         o_scheme, o_host, o_port = _origin(origin)
         if (o_scheme, o_port) != (scheme, port):
             return True

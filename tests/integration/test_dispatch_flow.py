@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import write_config
-from tests.integration.conftest import Browser
+from tests.servers import Browser
 from tests.smtp_sink import SMTPSink, free_port
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "examples" / "export-sample.json"

@@ -10,7 +10,7 @@ import time
 import urllib.request
 
 from tests.conftest import write_config
-from tests.integration.conftest import Browser
+from tests.servers import Browser
 from tests.smtp_sink import SMTPSink, free_port
 
 LINK = re.compile(r"http://127\.0\.0\.1:\d+(/auth/[A-Za-z0-9_-]+)")

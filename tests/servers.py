@@ -1,4 +1,4 @@
-"""Integration: the real `outofoffice serve` process on a free loopback port."""
+"""The real `outofoffice serve` process on a free loopback port, and a client for it."""
 
 from __future__ import annotations
 
@@ -13,10 +13,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from outofoffice.config import ENV_VAR
-from tests.smtp_sink import free_port
 
 
 class ServerProcess:
@@ -93,17 +90,3 @@ class Browser:
                 return response.status, response.geturl(), response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.geturl(), exc.read().decode()
-
-
-@pytest.fixture
-def servers():
-    started: list[ServerProcess] = []
-
-    def start(cwd: Path, *args: str, env=None, port: int | None = None, serve_args=()):
-        server = ServerProcess(cwd, list(args), port or free_port(), env, serve_args).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
