@@ -7,6 +7,7 @@ email to a vendor is a promise to a caller and must survive a power cut.
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,15 +75,24 @@ def is_sqlite() -> bool:
     return isinstance(database.obj, peewee.SqliteDatabase)
 
 
+_writer = threading.Lock()
+
+
 @contextmanager
 def write() -> Iterator[None]:
     """A write transaction. On SQLite it takes the write lock up front (BEGIN
-    IMMEDIATE), so two writers wait for each other instead of failing on upgrade."""
+    IMMEDIATE), so two writers wait for each other instead of failing on upgrade; and
+    the threads of one process queue on a lock of their own first, because SQLite's
+    busy handler sleeps in steps of up to 100 ms while it polls."""
     if database.in_transaction():
         with database.atomic():
             yield
         return
-    with database.atomic("IMMEDIATE") if is_sqlite() else database.atomic():
+    if not is_sqlite():
+        with database.atomic():
+            yield
+        return
+    with _writer, database.atomic("IMMEDIATE"):
         yield
 
 

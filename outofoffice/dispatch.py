@@ -61,9 +61,9 @@ class ActionError(Exception):
 
 
 def event(d: Dispatch, kind: str, vendor: Vendor | int | None = None, detail: str = "") -> None:
-    DispatchEvent.create(
-        dispatch=d, account=d.account_id, at=clock.now(), kind=kind, vendor=vendor, detail=detail
-    )
+    DispatchEvent.insert(
+        dispatch=d.id, account=d.account_id, at=clock.now(), kind=kind, vendor=vendor, detail=detail
+    ).execute()
 
 
 # --- the caller's request -------------------------------------------------------------
@@ -152,6 +152,11 @@ def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submis
     now = clock.now()
     keys = instance.keys
     digest = _phone_digest(instance, data["phone"])
+    subject, category = data["subject"], data["category"]
+    matched = routing.match(
+        account, subject.id if subject else None, category.id if category else None, now
+    )
+    route, vendors = matched or (None, [])
     with db.write():
         repeat = (
             Dispatch.select()
@@ -171,7 +176,6 @@ def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submis
             return Submission(repeat, status_token(instance, repeat.reference), True)
         reference = _new_reference(account)
         token = status_token(instance, reference)
-        subject, category = data["subject"], data["category"]
         d = Dispatch.create(
             account=account,
             reference=reference,
@@ -183,22 +187,22 @@ def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submis
             caller_phone=keys.encrypt(data["phone"]),
             caller_phone_digest=digest,
             description=keys.encrypt(data["description"]),
-            status="open",
+            status="sent" if vendors else "unassigned",
+            route=route,
+            chain=[v.id for v in vendors],
+            chain_position=0,
+            vendor=vendors[0] if vendors else None,
             status_token_hash=hash_token(token),
             created_at=now,
             updated_at=now,
         )
         event(d, "submitted")
-        matched = routing.match(account, d.subject_id, d.category_id, now)
-        if matched is None:
-            event(d, "unrouted", detail="no route matches this request")
-            _set(d, status="unassigned", vendor=None)
-            notify.alert(instance, d, "No route matches this request; nobody was paged.", data)
+        if vendors:
+            event(d, "routed", vendors[0], routing.describe(route, d))
+            queue_vendor_email(instance, d, vendors[0])
         else:
-            route, vendors = matched
-            d.route, d.chain = route, [v.id for v in vendors]
-            event(d, "routed", vendors[0], routing.describe(route))
-            _offer(instance, d, vendors[0], 0, "sent")
+            event(d, "unrouted", detail="no route matches this request")
+            notify.alert(instance, d, "No route matches this request; nobody was paged.", data)
         notify.new_dispatch(instance, d, data)
     outbox.wake()
     return Submission(d, token, False)
@@ -309,14 +313,30 @@ class DispatchHooks(outbox.Hooks):
         self.instance = instance
 
     def sent(self, row: OutboxEmail) -> None:
-        if not row.dispatch_id:
+        """A vendor email went out: record it and start that vendor's silence timer
+        (a few targeted statements: this runs once per email, under load)."""
+        if not row.dispatch_id or row.kind != "vendor":
             return
-        d = Dispatch.get_by_id(row.dispatch_id)
-        if row.kind == "vendor":
-            event(d, "email_sent", row.vendor_id)
-            if d.status in WAITING and d.vendor_id == row.vendor_id:
-                minutes = d.account.escalate_after_minutes
-                _set(d, escalate_at=row.sent_at + timedelta(minutes=minutes))
+        DispatchEvent.insert(
+            dispatch=row.dispatch_id,
+            account=row.account_id,
+            at=row.sent_at,
+            kind="email_sent",
+            vendor=row.vendor_id,
+            detail="",
+        ).execute()
+        minutes = (
+            Account.select(Account.escalate_after_minutes)
+            .where(Account.id == row.account_id)
+            .scalar()
+        )
+        Dispatch.update(
+            escalate_at=row.sent_at + timedelta(minutes=minutes), updated_at=row.sent_at
+        ).where(
+            Dispatch.id == row.dispatch_id,
+            Dispatch.status.in_(WAITING),
+            Dispatch.vendor == row.vendor_id,
+        ).execute()
 
     def failed(self, row: OutboxEmail, reason: str, dead: bool) -> None:
         if not row.dispatch_id:
@@ -335,10 +355,14 @@ class DispatchHooks(outbox.Hooks):
             notify.dead_letter(self.instance, row, caller(self.instance, d))
 
 
-def deliver_outbox(instance: Instance) -> dict[str, int]:
-    """The scheduler's delivery job (and the tests'): send what is due."""
+def deliver_outbox(instance: Instance, mailer=None) -> dict[str, int]:
+    """The scheduler's delivery pass (and the tests'): send what is due, through
+    ``mailer`` (an open mailer session) or the instance's mailer."""
     return outbox.deliver_due(
-        instance.mailer, instance.keys, instance.sender, DispatchHooks(instance)
+        mailer or instance.mailer,
+        instance.keys,
+        instance.sender,
+        DispatchHooks(instance),
     )
 
 

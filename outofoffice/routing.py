@@ -113,8 +113,11 @@ def match(
     return None
 
 
-def describe(route: Route) -> str:
-    """How the timeline says which route was taken, e.g. "after_hours: Plumbing"."""
-    names = (route.subject and route.subject.name, route.category and route.category.name)
+def describe(route: Route, dispatch) -> str:
+    """How the timeline says which route a dispatch took, e.g. "after_hours: Plumbing"."""
+    names = (
+        route.subject_id and dispatch.subject_label,
+        route.category_id and dispatch.category_label,
+    )
     parts = [name for name in names if name]
     return f"{route.when}: {' / '.join(parts) or 'default route'}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class Scheduler:
         self.instance = instance
         self.lock_path = _lock_path(instance.config)
         self._lock_fd: int | None = None
+        self._outbox_wanted = threading.Event()
         self._scheduler = BackgroundScheduler(
             timezone="UTC",
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
@@ -112,15 +114,23 @@ class Scheduler:
         log.info("scheduler stopped")
 
     def wake_outbox(self) -> None:
-        """Run the delivery job now rather than at its next interval."""
+        """Run the delivery job now rather than at its next interval. A wake that comes
+        while the job runs is not lost: the running job sees the flag and goes again."""
+        self._outbox_wanted.set()
         if self._scheduler.running:
             self._scheduler.modify_job(OUTBOX_JOB, next_run_time=datetime.now(UTC))
 
     def deliver_outbox(self) -> None:
-        with db.connection():
-            counts = dispatch.deliver_outbox(self.instance)
-        if any(counts.values()):
-            log.info("outbox: %s", ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+        """Passes of a few rows each until nothing is due and nothing new came in; one
+        mailer session (an SMTP connection) serves the whole run."""
+        with self.instance.mailer.session() as session, db.connection():
+            while True:
+                self._outbox_wanted.clear()
+                counts = dispatch.deliver_outbox(self.instance, session)
+                if any(counts.values()):
+                    log.info("outbox: %s", ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+                if not self._outbox_wanted.is_set() and sum(counts.values()) < outbox.BATCH:
+                    return
 
     def escalate(self) -> None:
         with db.connection():

@@ -211,3 +211,10 @@ def test_resend_server_errors_are_retried(resend):
     row_id = queue(instance)
     assert deliver(instance)["retry"] == 1
     assert row(row_id).status == "queued"
+
+
+def test_non_ascii_names_and_subjects_survive(instance, mailbox):
+    queue(instance, subject="Fuite d'eau à la Résidence Élan", text="Café crème ☕")
+    [message] = mailbox.deliver()
+    assert message["Subject"] == "Fuite d'eau à la Résidence Élan"
+    assert mailbox.text(message).strip() == "Café crème ☕"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,6 +30,12 @@ class Mailer(ABC):
     @abstractmethod
     def send(self, message: Message) -> None:
         """Hand the message over, or raise MailError."""
+
+    @contextmanager
+    def session(self) -> Iterator[Mailer]:
+        """What a delivery pass sends through; backends with connections keep one open
+        for the whole pass (see SMTPMailer)."""
+        yield self
 
     def problems(self) -> list[str]:
         """What stops this backend from working, for `outofoffice check`."""

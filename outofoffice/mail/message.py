@@ -5,10 +5,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC
-from email.message import EmailMessage
-from email.utils import format_datetime, getaddresses
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message as EmailMessage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 
 from outofoffice import clock
+
+UTF8_QP = Charset("utf-8")
+UTF8_QP.body_encoding = QP  # readable source, and what mail filters expect of text
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -57,17 +64,29 @@ class Message:
         return {header_safe(k): header_safe(v) for k, v in extra.items()}
 
     def to_email(self) -> EmailMessage:
-        msg = EmailMessage()
-        msg["From"] = header_safe(self.sender)
-        msg["To"] = header_safe(self.to)
-        msg["Subject"] = header_safe(self.subject)
+        """multipart/alternative (text + HTML). Built with the classic MIME classes: the
+        modern header parser costs milliseconds per message, which a busy outbox feels."""
+        text = MIMEText(self.text, "plain", UTF8_QP)
+        if self.html:
+            msg = MIMEMultipart("alternative")
+            msg.attach(text)
+            msg.attach(MIMEText(self.html, "html", UTF8_QP))
+        else:
+            msg = text
+        msg["From"] = _mailbox(self.sender)
+        msg["To"] = _mailbox(self.to)
+        subject = header_safe(self.subject)
+        msg["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
         msg["Date"] = format_datetime(clock.now().replace(tzinfo=UTC))
         msg["Message-ID"] = header_safe(self.message_id)
         if self.reply_to:
-            msg["Reply-To"] = header_safe(self.reply_to)
+            msg["Reply-To"] = _mailbox(self.reply_to)
         for name, value in self.all_headers().items():
             msg[name] = value
-        msg.set_content(self.text)
-        if self.html:
-            msg.add_alternative(self.html, subtype="html")
         return msg
+
+
+def _mailbox(value: str) -> str:
+    """One address header, its display name encoded when it is not plain ASCII."""
+    name, address = parseaddr(header_safe(value))
+    return formataddr((name, address), charset="utf-8")

@@ -23,6 +23,7 @@ from outofoffice.models import OutboxEmail
 log = logging.getLogger(__name__)
 
 LIFETIME = timedelta(hours=24)
+BATCH = 10  # rows per pass: small, so a fresh vendor email never waits behind a long pass
 FIRST_RETRY_SECONDS = 5
 MAX_RETRY_SECONDS = 300
 
@@ -124,7 +125,7 @@ class Hooks:
 
 
 def deliver_due(
-    mailer: Mailer, keys: Keys, sender: str, hooks: Hooks | None = None, limit: int = 100
+    mailer: Mailer, keys: Keys, sender: str, hooks: Hooks | None = None, limit: int = BATCH
 ) -> dict[str, int]:
     """Send what is due; returns counts of sent, retried and dead-lettered rows."""
     hooks = hooks or Hooks()
@@ -132,11 +133,13 @@ def deliver_due(
     due = list(
         OutboxEmail.select()
         .where(OutboxEmail.status == "queued", OutboxEmail.next_attempt_at <= clock.now())
-        .order_by(OutboxEmail.next_attempt_at, OutboxEmail.id)
+        # the vendor who must act goes first; owners' notices and digests can wait a moment
+        .order_by((OutboxEmail.kind != "vendor"), OutboxEmail.next_attempt_at, OutboxEmail.id)
         .limit(limit)
     )
-    for row in due:
-        counts[_deliver_one(row, mailer, keys, sender, hooks)] += 1
+    with mailer.session() as session:
+        for row in due:
+            counts[_deliver_one(row, session, keys, sender, hooks)] += 1
     return counts
 
 

@@ -1,7 +1,11 @@
 """Sends through an SMTP relay: STARTTLS, implicit TLS, or plain on a trusted network."""
 
+from __future__ import annotations
+
 import smtplib
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from outofoffice.mail.base import Mailer, MailError
 from outofoffice.mail.message import Message
@@ -25,9 +29,20 @@ class SMTPMailer(Mailer):
         return client
 
     def send(self, message: Message) -> None:
+        with self.session() as session:
+            session.send(message)
+
+    @contextmanager
+    def session(self) -> Iterator[_Session]:
+        session = _Session(self)
         try:
-            with self._connect() as client:
-                client.send_message(message.to_email())
+            yield session
+        finally:
+            session.close()
+
+    def _send(self, client: smtplib.SMTP, message: Message) -> None:
+        try:
+            client.send_message(message.to_email())
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             raise MailError(
@@ -51,3 +66,37 @@ class SMTPMailer(Mailer):
     def describe(self) -> str:
         opts = self.config.mail.smtp
         return f"smtp ({opts.host}:{opts.port}, {opts.security})"
+
+
+class _Session:
+    """One SMTP connection for a delivery pass: opened on the first message, reused,
+    dropped after any failure so the next message starts clean."""
+
+    def __init__(self, mailer: SMTPMailer):
+        self.mailer = mailer
+        self.client: smtplib.SMTP | None = None
+
+    def send(self, message: Message) -> None:
+        try:
+            if self.client is None:
+                self.client = self.mailer._connect()
+            self.mailer._send(self.client, message)
+        except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+            self.close()
+            raise MailError(f"cannot reach {self.mailer.describe()}: {exc}") from None
+        except MailError:
+            self.close()
+            raise
+
+    @contextmanager
+    def session(self) -> Iterator[_Session]:
+        """Already a session: passes inside one job run share the connection."""
+        yield self
+
+    def close(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            try:
+                client.quit()
+            except (OSError, smtplib.SMTPException):
+                client.close()

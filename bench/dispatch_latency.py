@@ -1,0 +1,206 @@
+"""Dispatch latency: from a caller's submit to the SMTP server accepting the vendor email.
+
+Starts `outofoffice serve` on a free loopback port with a throw-away data dir, a real
+SMTP server (aiosmtpd) in this process, and a sample firm; then submits requests at a
+steady rate and prints throughput and latency percentiles.
+
+    python bench/dispatch_latency.py --rate 50 --seconds 20
+
+Needs the test extras (aiosmtpd). Only loopback traffic; bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def cli(config: Path, *args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "outofoffice", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def read_sink(sink: subprocess.Popen, accepted: dict[int, float]) -> None:
+    for line in sink.stdout:
+        tag, _, at = line.strip().partition(" ")
+        if at:
+            accepted.setdefault(int(tag), float(at))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=50, help="dispatches per second")
+    parser.add_argument("--seconds", type=float, default=20, help="how long to send")
+    parser.add_argument("--threads", type=int, default=8, help="server threads")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="serve --no-scheduler plus a separate `outofoffice worker` process",
+    )
+    args = parser.parse_args()
+
+    smtp_port, port = free_port(), free_port()
+    sink = subprocess.Popen(
+        [sys.executable, str(BENCH / "smtp_sink.py"), str(smtp_port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout.readline().strip() == "ready"
+    accepted: dict[int, float] = {}
+    threading.Thread(target=read_sink, args=(sink, accepted), daemon=True).start()
+    workdir = Path(tempfile.mkdtemp(prefix="oop-bench-"))
+    config = workdir / "config.toml"
+    config.write_text(
+        f'[server]\nbase_url = "http://127.0.0.1:{port}"\nport = {port}\n'
+        f"threads = {args.threads}\n"
+        f'[storage]\ndata_dir = "{workdir / "data"}"\n'
+        f'[mail]\nbackend = "smtp"\n[mail.smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\n'
+        'security = "none"\n'
+        "[abuse]\ndispatches_per_ip_per_hour = 1000000\n"
+        "dispatches_per_account_per_hour = 1000000\n"
+    )
+    cli(config, "migrate")
+    cli(config, "demo", "--slug", "bench-firm")
+    command = [sys.executable, "-m", "outofoffice", "--config", str(config)]
+    processes = [
+        subprocess.Popen(
+            [*command, "serve", *(["--no-scheduler"] if args.split else [])],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    if args.split:
+        processes.append(
+            subprocess.Popen(
+                [*command, "worker"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+    page = ""
+    for _ in range(100):
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/r/bench-firm")
+            page = connection.getresponse().read().decode()
+            break
+        except OSError:
+            time.sleep(0.1)
+    if not page:
+        raise SystemExit("the server did not start")
+    subject = re.search(r'<option value="(\d+)">', page).group(1)
+    category = re.search(r'name="category" value="(\d+)"', page).group(1)
+
+    total = int(args.rate * args.seconds)
+    sent_at: dict[int, float] = {}
+    http_times: list[float] = []
+    failures: list[int] = []
+    local = threading.local()
+
+    def submit(n: int) -> None:
+        """One caller's POST, on a kept-alive connection; the 303 is not followed."""
+        if getattr(local, "connection", None) is None:
+            local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        body = urllib.parse.urlencode(
+            {
+                "subject": subject,
+                "category": category,
+                "name": f"Bench Caller {n}",
+                "phone": f"+1 555 {n:07d}",
+                "description": f"Load test request bench-{n}-end",
+            }
+        )
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        start = time.perf_counter()
+        sent_at[n] = time.time()
+        try:
+            local.connection.request("POST", "/r/bench-firm", body, headers)
+            response = local.connection.getresponse()
+            response.read()
+            if response.status != 303:
+                failures.append(n)
+        except OSError:
+            failures.append(n)
+            local.connection = None
+        http_times.append(time.perf_counter() - start)
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for n in range(total):
+            delay = began + n / args.rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(submit, n)
+    submit_seconds = time.perf_counter() - began
+    deadline = time.monotonic() + 60
+    while len(accepted) < total - len(failures) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cpu = sum(cpu_seconds(p.pid) for p in processes)
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    sink.terminate()
+
+    latencies = [(accepted[n] - sent_at[n]) * 1000 for n in accepted if n in sent_at]
+    first = min(sent_at.values())
+    span = max(accepted.values(), default=first) - first
+    print(
+        f"dispatches sent:      {total} at {args.rate:g}/s for {args.seconds:g} s "
+        f"({total / submit_seconds:.1f}/s achieved), refused or failed {len(failures)}"
+    )
+    print(
+        f"vendor emails:        {len(latencies)} accepted by the SMTP server "
+        f"({len(latencies) / span if span else 0:.1f}/s end to end)"
+    )
+    if latencies:
+        p50, p95, p99 = (percentile(latencies, p) for p in (50, 95, 99))
+        print(
+            f"submit -> SMTP (ms):  p50 {p50:.0f}  p95 {p95:.0f}  p99 {p99:.0f}  max {max(latencies):.0f}"
+        )
+    web = [x * 1000 for x in http_times]
+    p50, p95, p99 = (percentile(web, p) for p in (50, 95, 99))
+    print(
+        f"HTTP submit (ms):     p50 {p50:.0f}  p95 {p95:.0f}  p99 {p99:.0f}  mean {statistics.mean(web):.0f}"
+    )
+    print(f"server CPU:           {cpu / total * 1000:.1f} ms per dispatch (web and email)")
+    mode = "serve --no-scheduler + worker" if args.split else "serve (web and scheduler)"
+    print(f"setup:                {mode}, {args.threads} threads")
+    print(f"machine:              {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+
+
+if __name__ == "__main__":
+    main()
