@@ -23,6 +23,7 @@ from outofoffice.web import create_app
 from tests.servers import ServerProcess
 from tests.smtp_sink import free_port
 
+DATA = Path(__file__).resolve().parent / "data"  # the SPEC's sample export, among others
 LINK = re.compile(r"https?://[^\s\"<>]+/auth/[A-Za-z0-9_-]+")
 
 

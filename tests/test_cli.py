@@ -4,12 +4,12 @@ import json
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from outofoffice.cli import cli
+from tests.conftest import DATA
 
 CREATE = [
     "accounts",
@@ -198,7 +198,7 @@ def test_the_environment_names_the_config(cfg, tmp_path, monkeypatch):
     assert str(cfg) in run("check").output
 
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "examples" / "export-sample.json"
+SAMPLE = DATA / "export-sample.json"
 
 
 def test_import_then_export_round_trips_the_shared_sample(cfg, tmp_path):

@@ -3,15 +3,14 @@
 import csv
 import io
 import json
-from pathlib import Path
 
 import pytest
 
 from outofoffice import db, dispatch, portability
 from outofoffice.models import Account, Dispatch, Route, Subject, Vendor
-from tests.conftest import csrf_of, request_form, sign_in
+from tests.conftest import DATA, csrf_of, request_form, sign_in
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "examples" / "export-sample.json"
+SAMPLE = DATA / "export-sample.json"
 
 
 @pytest.fixture

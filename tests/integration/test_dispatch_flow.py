@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from tests.conftest import write_config
+from tests.conftest import DATA, write_config
 from tests.servers import Browser
 from tests.smtp_sink import SMTPSink, free_port
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "examples" / "export-sample.json"
+SAMPLE = DATA / "export-sample.json"
 ACTION = re.compile(r"(Accept|Decline|Resolved): +http://[^/\s]+(/v/\S+)")
 
 
