@@ -105,3 +105,43 @@ def connection() -> Iterator[None]:
     finally:
         if opened and not database.is_closed():
             database.close()
+
+
+# --- the hot path ---------------------------------------------------------------------
+# peewee builds SQL text anew for every query, and on a busy routing page that costs
+# more than SQLite itself. The few statements every request runs keep their text.
+
+_inserts: dict[tuple, str] = {}
+
+
+def sql(text: str) -> str:
+    """A statement written with ? placeholders, in the bound database's style."""
+    if is_sqlite():
+        return text
+    return text.replace(" IS ?", " IS NOT DISTINCT FROM ?").replace("?", database.param)
+
+
+def insert(model: type[peewee.Model], **values) -> int:
+    """INSERT one row (field defaults applied, values converted as peewee would);
+    returns its id. The statement text is built once per model and column set."""
+    meta = model._meta
+    for field, default in meta.defaults.items():
+        if field.name not in values:
+            values[field.name] = default() if callable(default) else default
+    if not is_sqlite():
+        return model.insert(**values).execute()
+    key = (model, tuple(values))
+    text = _inserts.get(key)
+    if text is None:
+        columns = ", ".join(f'"{meta.fields[name].column_name}"' for name in values)
+        marks = ", ".join("?" * len(values))
+        # names from the schema, never from input
+        text = f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({marks})'  # noqa: S608
+        _inserts[key] = text
+    params = [meta.fields[name].db_value(value) for name, value in values.items()]
+    return database.execute_sql(text, params).lastrowid
+
+
+def first(model: type[peewee.Model], text: str, *params):
+    """The first row of a fixed SELECT (written with ? placeholders) as a model, or None."""
+    return next(iter(model.raw(sql(text), *params)), None)

@@ -61,9 +61,15 @@ class ActionError(Exception):
 
 
 def event(d: Dispatch, kind: str, vendor: Vendor | int | None = None, detail: str = "") -> None:
-    DispatchEvent.insert(
-        dispatch=d.id, account=d.account_id, at=clock.now(), kind=kind, vendor=vendor, detail=detail
-    ).execute()
+    db.insert(
+        DispatchEvent,
+        dispatch=d.id,
+        account=d.account_id,
+        at=clock.now(),
+        kind=kind,
+        vendor=vendor,
+        detail=detail,
+    )
 
 
 # --- the caller's request -------------------------------------------------------------
@@ -82,10 +88,14 @@ def phone_problem(phone: str) -> str | None:
 
 
 def _owned(model, account: Account, raw: str):
+    """The account's own row with this id, or None (never another account's)."""
     try:
-        return model.get_or_none(model.id == int(raw), model.account == account)
+        item_id = int(raw)
     except (TypeError, ValueError):
         return None
+    table = model._meta.table_name  # from the schema, never from input
+    query = f'SELECT * FROM "{table}" WHERE "id" = ? AND "account_id" = ?'  # noqa: S608
+    return db.first(model, query, item_id, account.id)
 
 
 def clean_request(account: Account, form: dict[str, str]) -> dict:
@@ -123,7 +133,7 @@ def _new_reference(account: Account) -> str:
     for length in (4, 4, 4, 5, 6, 8):
         code = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(length))
         reference = f"{prefix}-{code}"
-        if not Dispatch.select().where(Dispatch.reference == reference).exists():
+        if db.first(Dispatch, 'SELECT * FROM "dispatch" WHERE "reference" = ?', reference) is None:
             return reference
     raise RuntimeError("could not find a free reference")
 
@@ -158,25 +168,23 @@ def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submis
     )
     route, vendors = matched or (None, [])
     with db.write():
-        repeat = (
-            Dispatch.select()
-            .where(
-                Dispatch.account == account,
-                Dispatch.caller_phone_digest == digest,
-                Dispatch.subject == data["subject"],
-                Dispatch.category == data["category"],
-                Dispatch.created_at >= now - REPEAT_WINDOW,
-                Dispatch.status.not_in(FINISHED),
-            )
-            .order_by(Dispatch.created_at.desc())
-            .first()
+        repeat = db.first(
+            Dispatch,
+            'SELECT * FROM "dispatch" WHERE "account_id" = ? AND "caller_phone_digest" = ?'
+            ' AND "subject_id" IS ? AND "category_id" IS ? AND "created_at" >= ?'
+            " AND \"status\" NOT IN ('resolved', 'closed') ORDER BY \"created_at\" DESC",
+            account.id,
+            digest,
+            subject.id if subject else None,
+            category.id if category else None,
+            now - REPEAT_WINDOW,
         )
         if repeat is not None:
             event(repeat, "repeat", detail="the caller sent the same request again")
             return Submission(repeat, status_token(instance, repeat.reference), True)
         reference = _new_reference(account)
         token = status_token(instance, reference)
-        d = Dispatch.create(
+        values = dict(
             account=account,
             reference=reference,
             subject=subject,
@@ -196,6 +204,8 @@ def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submis
             created_at=now,
             updated_at=now,
         )
+        d = Dispatch(**values)
+        d.id = db.insert(Dispatch, **values)
         event(d, "submitted")
         if vendors:
             event(d, "routed", vendors[0], routing.describe(route, d))
@@ -308,6 +318,14 @@ def _pass_on(
 # --- the outbox tells us about vendor emails ------------------------------------------
 
 
+ESCALATE_MINUTES_SQL = 'SELECT "escalate_after_minutes" FROM "account" WHERE "id" = ?'
+WAITING_SQL = ", ".join(f"'{status}'" for status in WAITING)  # constants, not input
+START_TIMER_SQL = (
+    'UPDATE "dispatch" SET "escalate_at" = ?, "updated_at" = ? WHERE "id" = ?'  # noqa: S608
+    f' AND "vendor_id" = ? AND "status" IN ({WAITING_SQL})'
+)
+
+
 class DispatchHooks(outbox.Hooks):
     def __init__(self, instance: Instance):
         self.instance = instance
@@ -317,26 +335,19 @@ class DispatchHooks(outbox.Hooks):
         (a few targeted statements: this runs once per email, under load)."""
         if not row.dispatch_id or row.kind != "vendor":
             return
-        DispatchEvent.insert(
+        db.insert(
+            DispatchEvent,
             dispatch=row.dispatch_id,
             account=row.account_id,
             at=row.sent_at,
             kind="email_sent",
             vendor=row.vendor_id,
             detail="",
-        ).execute()
-        minutes = (
-            Account.select(Account.escalate_after_minutes)
-            .where(Account.id == row.account_id)
-            .scalar()
         )
-        Dispatch.update(
-            escalate_at=row.sent_at + timedelta(minutes=minutes), updated_at=row.sent_at
-        ).where(
-            Dispatch.id == row.dispatch_id,
-            Dispatch.status.in_(WAITING),
-            Dispatch.vendor == row.vendor_id,
-        ).execute()
+        execute = db.database.execute_sql
+        minutes = execute(db.sql(ESCALATE_MINUTES_SQL), (row.account_id,)).fetchone()[0]
+        due = row.sent_at + timedelta(minutes=minutes)
+        execute(db.sql(START_TIMER_SQL), (due, row.sent_at, row.dispatch_id, row.vendor_id))
 
     def failed(self, row: OutboxEmail, reason: str, dead: bool) -> None:
         if not row.dispatch_id:

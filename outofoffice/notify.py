@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from outofoffice import clock, routing
+from outofoffice import clock, db, routing
 from outofoffice.mail import outbox
 from outofoffice.models import Account, Dispatch, DispatchEvent, OutboxEmail
 from outofoffice.templating import render_email
@@ -50,7 +50,8 @@ def _queue(
         dispatch=dispatch,
     )
     if dispatch is not None:
-        DispatchEvent.create(
+        db.insert(
+            DispatchEvent,
             dispatch=dispatch,
             account=account,
             at=clock.now(),

@@ -11,7 +11,8 @@ import re
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
-from outofoffice.models import Account, Route, RouteVendor, Vendor
+from outofoffice import db
+from outofoffice.models import Account, Route, Vendor
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WHEN = ("always", "business_hours", "after_hours")
@@ -81,13 +82,15 @@ def is_business_hours(account: Account, at_utc: datetime) -> bool:
     return False
 
 
+CHAIN_SQL = (
+    'SELECT v.* FROM "vendor" v JOIN "route_vendor" rv ON rv."vendor_id" = v."id"'
+    ' WHERE rv."route_id" = ? AND v."active" ORDER BY rv."position"'
+)
+
+
 def _chain(route: Route) -> list[Vendor]:
-    return list(
-        Vendor.select()
-        .join(RouteVendor)
-        .where(RouteVendor.route == route, Vendor.active == True)  # noqa: E712
-        .order_by(RouteVendor.position)
-    )
+    """The route's active vendors in order (a fixed statement: this runs per request)."""
+    return list(Vendor.raw(db.sql(CHAIN_SQL), route.id))
 
 
 def match(
@@ -96,7 +99,8 @@ def match(
     """The route a request takes now, and its vendors in order; None if no route fits."""
     current = "business_hours" if is_business_hours(account, at_utc) else "after_hours"
     ranked = []
-    for route in Route.select().where(Route.account == account):
+    routes = Route.raw(db.sql('SELECT * FROM "route" WHERE "account_id" = ?'), account.id)
+    for route in routes:
         if route.when not in ("always", current):
             continue
         if route.subject_id not in (None, subject_id) or route.category_id not in (

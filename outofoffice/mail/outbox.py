@@ -70,7 +70,7 @@ def enqueue(
     if not is_address(to):
         raise ValueError(f"not a single email address: {to!r}")
     now = clock.now()
-    return OutboxEmail.create(
+    values = dict(
         account=account,
         dispatch=dispatch,
         vendor=vendor,
@@ -85,6 +85,16 @@ def enqueue(
         created_at=now,
         expires_at=now + lifetime,
     )
+    row = OutboxEmail(**values)
+    row.id = db.insert(OutboxEmail, **values)
+    return row
+
+
+# Sent: the bodies are not needed any more (this runs once per email, so its text is fixed).
+MARK_SENT = (
+    'UPDATE "outbox" SET "status" = \'sent\', "sent_at" = ?, "attempts" = ?,'
+    ' "body_text" = \'\', "body_html" = \'\', "last_error" = \'\' WHERE "id" = ?'
+)
 
 
 def retry_delay(attempts: int) -> float:
@@ -150,14 +160,7 @@ def _deliver_one(row: OutboxEmail, mailer: Mailer, keys: Keys, sender: str, hook
         return _record_failure(row, exc, hooks)
     now = clock.now()
     with db.write():
-        OutboxEmail.update(
-            status="sent",
-            sent_at=now,
-            attempts=row.attempts + 1,
-            body_text="",
-            body_html="",
-            last_error="",
-        ).where(OutboxEmail.id == row.id).execute()
+        db.database.execute_sql(db.sql(MARK_SENT), (now, row.attempts + 1, row.id))
         row.status, row.sent_at = "sent", now
         hooks.sent(row)
     log.debug("outbox: sent %s email #%d", row.kind, row.id)

@@ -2,7 +2,7 @@
 
 import bottle
 
-from outofoffice import dispatch, owner_setup, routing
+from outofoffice import db, dispatch, owner_setup, routing
 from outofoffice.errors import ValidationError
 from outofoffice.models import Account
 from outofoffice.web.context import fail, instance, page, see_other
@@ -23,7 +23,7 @@ def slug_from_host() -> str | None:
 
 
 def _account(slug: str) -> Account:
-    account = Account.get_or_none(Account.slug == slug.lower())
+    account = db.first(Account, 'SELECT * FROM "account" WHERE "slug" = ?', slug.lower())
     if account is None or account.status == "deleting":
         raise fail(404, "There is no routing page at this address. Check the link with the firm.")
     return account
