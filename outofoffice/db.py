@@ -7,6 +7,7 @@ email to a vendor is a promise to a caller and must survive a power cut.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,3 +146,16 @@ def insert(model: type[peewee.Model], **values) -> int:
 def first(model: type[peewee.Model], text: str, *params):
     """The first row of a fixed SELECT (written with ? placeholders) as a model, or None."""
     return next(iter(model.raw(sql(text), *params)), None)
+
+
+_ID = re.compile(r"[0-9]{1,18}")
+
+
+def parse_id(raw) -> int | None:
+    """A row id from a URL or form: ASCII digits that fit a 64-bit column, else None
+    (so "²", "-1" or a hundred digits are "not found", never a crash)."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str) or not _ID.fullmatch(raw):
+        return None
+    return int(raw)

@@ -44,6 +44,13 @@ STATUSES = (
     "failed",
 )
 WAITING = ("sent", "declined", "escalated")  # a vendor has been asked and not answered
+JOINABLE = (*WAITING, "accepted")  # a repeat joins these; an unassigned request pages again
+JOINABLE_SQL = ", ".join(f"'{status}'" for status in JOINABLE)  # constants, not input
+REPEAT_SQL = (
+    'SELECT * FROM "dispatch" WHERE "account_id" = ? AND "caller_phone_digest" = ?'  # noqa: S608
+    ' AND "subject_id" IS ? AND "category_id" IS ? AND "created_at" >= ?'
+    f' AND "status" IN ({JOINABLE_SQL}) ORDER BY "created_at" DESC'
+)
 FINISHED = ("resolved", "closed")
 ACTIONS = {"accept": "Accept", "decline": "Decline", "resolve": "Resolved"}
 REPEAT_WINDOW = timedelta(minutes=10)
@@ -89,9 +96,8 @@ def phone_problem(phone: str) -> str | None:
 
 def _owned(model, account: Account, raw: str):
     """The account's own row with this id, or None (never another account's)."""
-    try:
-        item_id = int(raw)
-    except (TypeError, ValueError):
+    item_id = db.parse_id(raw)
+    if item_id is None:
         return None
     table = model._meta.table_name  # from the schema, never from input
     query = f'SELECT * FROM "{table}" WHERE "id" = ? AND "account_id" = ?'  # noqa: S608
@@ -170,9 +176,7 @@ def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submis
     with db.write():
         repeat = db.first(
             Dispatch,
-            'SELECT * FROM "dispatch" WHERE "account_id" = ? AND "caller_phone_digest" = ?'
-            ' AND "subject_id" IS ? AND "category_id" IS ? AND "created_at" >= ?'
-            " AND \"status\" NOT IN ('resolved', 'closed') ORDER BY \"created_at\" DESC",
+            REPEAT_SQL,
             account.id,
             digest,
             subject.id if subject else None,
@@ -180,8 +184,10 @@ def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submis
             now - REPEAT_WINDOW,
         )
         if repeat is not None:
-            event(repeat, "repeat", detail="the caller sent the same request again")
-            return Submission(repeat, status_token(instance, repeat.reference), True)
+            # The same phone, subject and category is not proof of the same person:
+            # the repeat learns the reference, never the first caller's status link.
+            event(repeat, "repeat", detail="the same phone sent this request again")
+            return Submission(repeat, "", True)
         reference = _new_reference(account)
         token = status_token(instance, reference)
         values = dict(
@@ -200,6 +206,9 @@ def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submis
             chain=[v.id for v in vendors],
             chain_position=0,
             vendor=vendors[0] if vendors else None,
+            escalate_at=now + timedelta(minutes=account.escalate_after_minutes)
+            if vendors
+            else None,
             status_token_hash=hash_token(token),
             created_at=now,
             updated_at=now,
@@ -213,7 +222,8 @@ def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submis
         else:
             event(d, "unrouted", detail="no route matches this request")
             notify.alert(instance, d, "No route matches this request; nobody was paged.", data)
-        notify.new_dispatch(instance, d, data)
+        if vendors:
+            notify.new_dispatch(instance, d, data)  # an unrouted one had its alert
     outbox.wake()
     return Submission(d, token, False)
 
@@ -226,8 +236,10 @@ def _set(d: Dispatch, **fields) -> None:
 
 
 def _offer(instance: Instance, d: Dispatch, vendor: Vendor, position: int, status: str) -> None:
-    """Email the dispatch to one vendor; its timer starts when the email is sent."""
-    _set(d, vendor=vendor, chain_position=position, status=status, escalate_at=None)
+    """Email the dispatch to one vendor. The silence timer runs from now and starts
+    again when the email is sent: an email that cannot go out passes on too."""
+    deadline = clock.now() + timedelta(minutes=d.account.escalate_after_minutes)
+    _set(d, vendor=vendor, chain_position=position, status=status, escalate_at=deadline)
     queue_vendor_email(instance, d, vendor)
 
 
@@ -417,17 +429,22 @@ class ActionLink:
     vendor: Vendor
     action: str
 
+    @property
+    def current(self) -> bool:
+        """Is the request still this vendor's? Only then does the link show the caller."""
+        return self.dispatch.vendor_id == self.vendor.id and self.dispatch.status != "closed"
+
 
 def read_action(instance: Instance, token: str) -> ActionLink:
     """Check an action link's signature and expiry; ActionError if it cannot be used."""
     parts = token.split(".")
-    if len(parts) != 5 or parts[2] not in ACTIONS or not (parts[0] + parts[1]).isdigit():
+    if len(parts) != 5 or parts[2] not in ACTIONS or None in map(db.parse_id, parts[:2]):
         raise ActionError("This link is not valid. Use the link from the email as it is.", 404)
     payload, signature = ".".join(parts[:4]), parts[4]
     if not instance.keys.verify("action-link", payload, signature):
         raise ActionError("This link is not valid. Use the link from the email as it is.", 404)
     dispatch_id, vendor_id, action, expires = parts[:4]
-    if not expires.isdigit() or int(expires) < clock.timestamp():
+    if db.parse_id(expires) is None or int(expires) < clock.timestamp():
         raise ActionError("This link has expired. Phone the firm about this request.", 410)
     d = Dispatch.get_or_none(Dispatch.id == int(dispatch_id))
     vendor = Vendor.get_or_none(Vendor.id == int(vendor_id))
@@ -445,10 +462,9 @@ def act(instance: Instance, token: str) -> tuple[ActionLink, bool]:
         link = read_action(instance, token)
         d = Dispatch.get_by_id(link.dispatch.id)
         link.dispatch = d
-        if d.vendor_id != link.vendor.id:
+        if not link.current:
             raise ActionError(
-                "This request has been passed to someone else. Thank you; nothing more is needed.",
-                409,
+                "This request is no longer with you. Thank you; nothing more is needed.", 409
             )
         if link.action == "accept":
             if d.status in WAITING:
@@ -485,8 +501,8 @@ def act(instance: Instance, token: str) -> tuple[ActionLink, bool]:
 
 def reassign(instance: Instance, account: Account, d: Dispatch, vendor_id: str) -> Vendor:
     vendor = _owned(Vendor, account, vendor_id)
-    if vendor is None:
-        raise ValidationError({"vendor": "Choose one of your vendors."})
+    if vendor is None or not vendor.active:
+        raise ValidationError({"vendor": "Choose one of your active vendors."})
     if d.status in FINISHED:
         raise ValidationError({"vendor": f"This request is {d.status}."})
     with db.write():
@@ -506,10 +522,7 @@ def close(account: Account, d: Dispatch, note: str = "") -> None:
 
 def for_owner(account: Account, dispatch_id: int | str) -> Dispatch | None:
     """One of this account's dispatches, or None (never another account's)."""
-    try:
-        return Dispatch.get_or_none(Dispatch.id == int(dispatch_id), Dispatch.account == account)
-    except (TypeError, ValueError):
-        return None
+    return _owned(Dispatch, account, dispatch_id)
 
 
 def by_status_token(token: str) -> Dispatch | None:

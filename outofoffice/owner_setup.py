@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 
 import peewee
@@ -102,10 +103,10 @@ def items(account: Account, kind: Kind) -> list:
 
 def get(account: Account, kind: Kind, item_id) -> peewee.Model | None:
     model = kind.model
-    try:
-        return model.get_or_none(model.id == int(item_id), model.account == account)
-    except (TypeError, ValueError):
+    item_id = db.parse_id(item_id)
+    if item_id is None:
         return None
+    return model.get_or_none(model.id == item_id, model.account == account)
 
 
 def clean(kind: Kind, form: dict) -> dict:
@@ -166,7 +167,10 @@ def import_subjects(account: Account, text: str) -> int:
     """Import ``name,address,reference`` lines (a header line is optional). Every bad line
     is reported and nothing is stored unless all lines are good."""
     kind = KINDS["subjects"]
-    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    try:
+        rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline="")))
+    except csv.Error as exc:
+        raise ValidationError({"file": f"This is not a CSV file we can read: {exc}."}) from None
     if rows and [c.strip().lower() for c in rows[0][:3]] == ["name", "address", "reference"]:
         rows = rows[1:]
         first_line = 2
@@ -215,10 +219,10 @@ def chain(route: Route) -> list[Vendor]:
 
 
 def get_route(account: Account, route_id) -> Route | None:
-    try:
-        return Route.get_or_none(Route.id == int(route_id), Route.account == account)
-    except (TypeError, ValueError):
+    route_id = db.parse_id(route_id)
+    if route_id is None:
         return None
+    return Route.get_or_none(Route.id == route_id, Route.account == account)
 
 
 def create_route(
@@ -330,7 +334,7 @@ def save_settings(account: Account, form: dict, business_hours: dict) -> Account
     if values["notify"] not in NOTIFY:
         errors["notify"] = "Choose when to be emailed."
     for key, low, high in (("digest_hour", 0, 23), ("escalate_after_minutes", 1, 1440)):
-        if not values[key].isdigit() or not low <= int(values[key]) <= high:
+        if not re.fullmatch(r"[0-9]{1,4}", values[key]) or not low <= int(values[key]) <= high:
             errors[key] = f"Enter a whole number from {low} to {high}."
     try:
         hours = routing.check_business_hours(business_hours)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, datetime
 
 from outofoffice import accounts, clock, db, dispatch, notify, owner_setup, routing
@@ -70,7 +71,7 @@ def history_query(account: Account, filters: dict):
         query = query.where(Dispatch.status == status)
     for key, column in (("subject", Dispatch.subject), ("category", Dispatch.category)):
         if value := filters.get(key):
-            query = query.where(column == (int(value) if str(value).isdigit() else -1))
+            query = query.where(column == (db.parse_id(value) or -1))
     if since := filters.get("from"):
         query = query.where(Dispatch.created_at >= since)
     if until := filters.get("to"):
@@ -175,6 +176,7 @@ def export(instance: Instance, account: Account) -> dict:
             "contact_phone": account.contact_phone,
             "notify": account.notify,
             "escalate_after_minutes": account.escalate_after_minutes,
+            "digest_hour": account.digest_hour,
             "business_hours": account.business_hours or routing.DEFAULT_HOURS,
         },
         "vendors": [
@@ -185,6 +187,7 @@ def export(instance: Instance, account: Account) -> dict:
                 "email": v.email,
                 "phone": v.phone,
                 "notes": v.notes,
+                "active": v.active,
             }
             for v in vendors
         ],
@@ -252,6 +255,21 @@ class ImportError_(ValidationError):
     """A file that cannot be imported; ``errors`` maps each place to its problem."""
 
 
+REFERENCE = re.compile(r"[A-Z0-9][A-Z0-9-]{3,15}")
+
+
+def _whole(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _list(parent: dict, key: str, problems: list[str], where: str = "") -> list:
+    value = parent.get(key) or []
+    if not isinstance(value, list):
+        problems.append(f"{where + '.' if where else ''}{key}: must be a list")
+        return []
+    return value
+
+
 def _check(data: object) -> list[str]:
     """Every problem of an export file, as 'where: what' lines."""
     problems: list[str] = []
@@ -273,9 +291,12 @@ def _check(data: object) -> list[str]:
         problems.append(f"account.email: an account with {form['email']} exists already")
     if account.get("notify", "every") not in notify.NOTIFY:
         problems.append(f"account.notify: must be one of {', '.join(notify.NOTIFY)}")
-    minutes = account.get("escalate_after_minutes", 15)
-    if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= 1440:
-        problems.append("account.escalate_after_minutes: a whole number from 1 to 1440")
+    for key, default, low, high in (
+        ("escalate_after_minutes", 15, 1, 1440),
+        ("digest_hour", 8, 0, 23),
+    ):
+        if not _whole(account.get(key, default), low, high):
+            problems.append(f"account.{key}: a whole number from {low} to {high}")
     phone = account.get("contact_phone")
     if phone and (problem := dispatch.phone_problem(str(phone))):
         problems.append(f"account.contact_phone: {problem}")
@@ -290,16 +311,14 @@ def _check(data: object) -> list[str]:
         ("subjects", "subjects"),
         ("categories", "categories"),
     ):
-        entries = data.get(section, [])
-        if not isinstance(entries, list):
-            problems.append(f"{section}: must be a list")
-            continue
         keys = known.setdefault(section, set())
-        for index, entry in enumerate(entries):
+        for index, entry in enumerate(_list(data, section, problems)):
             where = f"{section}[{index}]"
-            if not isinstance(entry, dict) or not entry.get("key"):
-                problems.append(f"{where}: needs a key")
+            if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+                problems.append(f"{where}: needs a key (text)")
                 continue
+            if not isinstance(entry.get("active", True), bool):
+                problems.append(f"{where}.active: true or false")
             if entry["key"] in keys:
                 problems.append(f"{where}: key {entry['key']!r} is used twice")
             keys.add(entry["key"])
@@ -311,10 +330,10 @@ def _check(data: object) -> list[str]:
                 problems += [f"{where}.{k}: {v}" for k, v in exc.errors.items()]
 
     def ref(where: str, section: str, value) -> None:
-        if value is not None and value not in known.get(section, set()):
+        if value is not None and (not isinstance(value, str) or value not in known[section]):
             problems.append(f"{where}: no {section} entry with key {value!r}")
 
-    for index, route in enumerate(data.get("routes", []) or []):
+    for index, route in enumerate(_list(data, "routes", problems)):
         where = f"routes[{index}]"
         if not isinstance(route, dict):
             problems.append(f"{where}: must be an object")
@@ -330,14 +349,16 @@ def _check(data: object) -> list[str]:
             for vendor in vendors:
                 ref(f"{where}.vendors", "vendors", vendor)
     references = set()
-    for index, d in enumerate(data.get("dispatches", []) or []):
+    for index, d in enumerate(_list(data, "dispatches", problems)):
         where = f"dispatches[{index}]"
         if not isinstance(d, dict):
             problems.append(f"{where}: must be an object")
             continue
         reference = d.get("reference")
-        if not reference or reference in references:
-            problems.append(f"{where}.reference: missing or used twice")
+        if not isinstance(reference, str) or not REFERENCE.fullmatch(reference):
+            problems.append(f"{where}.reference: 4 to 16 capital letters, digits and hyphens")
+        elif reference in references:
+            problems.append(f"{where}.reference: {reference} is used twice")
         elif Dispatch.select().where(Dispatch.reference == reference).exists():
             problems.append(f"{where}.reference: {reference} exists on this instance already")
         references.add(reference)
@@ -345,18 +366,27 @@ def _check(data: object) -> list[str]:
         ref(f"{where}.category", "categories", d.get("category"))
         if d.get("status") not in dispatch.STATUSES:
             problems.append(f"{where}.status: must be one of {', '.join(dispatch.STATUSES)}")
-        for field in ("caller_name", "caller_phone", "description"):
-            if not isinstance(d.get(field), str):
-                problems.append(f"{where}.{field}: must be text")
+        caller = [d.get(f) for f in ("caller_name", "caller_phone", "description")]
+        if not all(isinstance(value, str) for value in caller):
+            problems.append(f"{where}: caller_name, caller_phone and description must be text")
+        else:
+            checks = {
+                "caller_name": accounts.text_problem(caller[0], "the caller's name"),
+                "caller_phone": dispatch.phone_problem(caller[1]),
+                "description": "at most 4000 characters" if len(caller[2]) > 4000 else None,
+            }
+            problems += [f"{where}.{k}: {v}" for k, v in checks.items() if v]
         try:
             parse_iso(str(d.get("created_at")))
         except ValueError:
             problems.append(f"{where}.created_at: must be a time such as 2026-11-18T07:42:10Z")
-        for e_index, e in enumerate(d.get("events", []) or []):
+        for e_index, e in enumerate(_list(d, "events", problems, where)):
             e_where = f"{where}.events[{e_index}]"
             if not isinstance(e, dict) or e.get("kind") not in EVENT_KINDS:
                 problems.append(f"{e_where}.kind: must be one of the event kinds")
                 continue
+            if not isinstance(e.get("detail") or "", str):
+                problems.append(f"{e_where}.detail: must be text")
             ref(f"{e_where}.vendor", "vendors", e.get("vendor"))
             try:
                 parse_iso(str(e.get("at")))
@@ -377,6 +407,7 @@ def import_account(instance: Instance, data: object) -> Account:
         account.contact_phone = acc.get("contact_phone", "") or ""
         account.notify = acc.get("notify", "every")
         account.escalate_after_minutes = acc.get("escalate_after_minutes", 15)
+        account.digest_hour = acc.get("digest_hour", 8)
         account.business_hours = routing.check_business_hours(
             acc.get("business_hours") or routing.DEFAULT_HOURS
         )
@@ -434,7 +465,17 @@ def import_account(instance: Instance, data: object) -> Account:
                     vendor=vendor,
                     detail=str(e.get("detail") or ""),
                 )
-            if last_vendor is not None and d.status in (*dispatch.WAITING, "accepted", "resolved"):
+            if d.status in dispatch.WAITING:
+                # no vendor here is waiting on these links: the owner decides what next
+                DispatchEvent.create(
+                    dispatch=d,
+                    account=account,
+                    at=clock.now(),
+                    kind="unassigned",
+                    detail="imported while a vendor was being asked; reassign or close it",
+                )
+                d.status = "unassigned"
+            elif last_vendor is not None and d.status in ("accepted", "resolved"):
                 d.vendor = last_vendor
-                d.save()
+            d.save()
     return account

@@ -21,6 +21,7 @@ DEFAULT_HOURS: dict = {day: [["09:00", "17:00"]] for day in WEEKDAYS[:5]} | {
     "sun": [],
     "holidays": [],
 }
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _HHMM = re.compile(r"([01]\d|2[0-3]):[0-5]\d|24:00")
 
 
@@ -57,8 +58,10 @@ def check_business_hours(value: object) -> dict:
         raise HoursError("holidays must be a list of YYYY-MM-DD dates")
     for day in holidays:
         try:
+            if not (isinstance(day, str) and _DATE.fullmatch(day)):
+                raise ValueError(day)
             date.fromisoformat(day)
-        except (TypeError, ValueError):
+        except ValueError:
             raise HoursError(f"holiday {day!r} is not a YYYY-MM-DD date") from None
     hours["holidays"] = sorted(set(holidays))
     return hours

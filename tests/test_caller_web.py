@@ -122,3 +122,20 @@ def test_subdomain_mode_serves_routing_pages_on_slug_hosts(make_instance):
     assert "Xeno Homes" in app.get("/", headers={"Host": "xeno.help.example"}).text
     app.get("/", headers={"Host": "nobody.help.example"}, status=404)
     assert "After-hours requests" in app.get("/", headers={"Host": "help.example"}).text
+
+
+def test_a_repeat_is_told_the_request_is_in_hand_without_the_first_status_link(app, firm):
+    first = app.post("/r/alpha", request_form(firm))
+    again = app.post("/r/alpha", request_form(firm, name="Someone Else"))
+    assert again.status_int == 200 and "already have this request" in again.text
+    assert "/s/" not in again.text and first.headers["Location"] not in again.text
+
+
+def test_an_old_link_shows_nothing_once_the_request_moved_on(app, firm, mailbox):
+    app.post("/r/alpha", request_form(firm))
+    paths = vendor_paths(mailbox, "vera@plumb.example")
+    done = app.post(paths["Decline"])
+    assert "next person" in done.text and "Tina Tenant" not in done.text
+    stale = app.get(paths["Accept"], status=409)
+    assert "no longer with you" in stale.text and "Tina Tenant" not in stale.text
+    app.post(paths["Accept"], status=409)

@@ -213,8 +213,10 @@ def test_the_shared_sample_imports_and_exports_back_unchanged(instance, conn):
     data = json.loads(SAMPLE.read_text())
     account = portability.import_account(instance, data)
     again = portability.export(instance, account)
-    for key in ("account", "vendors", "subjects", "categories", "routes"):
+    for key in ("subjects", "categories", "routes"):
         assert again[key] == data[key], key
+    assert again["account"] == data["account"] | {"digest_hour": 8}
+    assert again["vendors"] == [v | {"active": True} for v in data["vendors"]]
     assert [d["reference"] for d in again["dispatches"]] == ["LKS-4K7Q", "LKS-9P2M"]
     assert again["dispatches"][0]["events"] == data["dispatches"][0]["events"]
 
@@ -230,3 +232,88 @@ def test_a_bad_import_lists_every_problem_and_creates_nothing(instance, conn):
     assert "account.slug" in problems and "routes[0].vendors" in problems
     assert "dispatches[0].status" in problems
     assert Account.select().count() == 0 and Vendor.select().count() == 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dashboard/dispatches?page=99999999999999999999999",
+        "/dashboard/dispatches?to=9999-12-31",
+        "/dashboard/dispatches?subject=%C2%B2",
+        "/dashboard/vendors/99999999999999999999999",
+    ],
+)
+def test_odd_numbers_in_urls_are_never_a_crash(owner_app, path):
+    app, _ = owner_app
+    assert app.get(path, expect_errors=True).status_int < 500
+
+
+def test_odd_form_values_get_4xx_never_5xx(owner_app, firm):
+    app, token = owner_app
+    with db.connection():
+        d = dispatch.submit(
+            app.app.config["outofoffice.instance"], firm["account"], request_form(firm)
+        ).dispatch
+    app.post(
+        f"/dashboard/dispatches/{d.id}/reassign",
+        {"csrf_token": token, "vendor": "9" * 30},
+        status=400,
+    )
+    app.post("/dashboard/routes/99999999999999999999999/delete", {"csrf_token": token}, status=404)
+    form = app.get("/dashboard/settings").forms["settings"]
+    form["digest_hour"] = "²"
+    assert "whole number" in form.submit(status=400).text
+    app.post("/dashboard/settings", {"csrf_token": token}, status=400)  # fields missing
+    bad = b"Name1,a,r\rName2,b,s\r"
+    page = app.post(
+        "/dashboard/subjects/import",
+        {"csrf_token": token},
+        upload_files=[("file", "mac.csv", bad)],
+        expect_errors=True,
+    )
+    assert page.status_int in (303, 400)
+
+
+def test_holidays_must_be_written_as_dates(owner_app):
+    app, _ = owner_app
+    form = app.get("/dashboard/settings").forms["settings"]
+    form["holidays"] = "20261225"
+    assert "YYYY-MM-DD" in form.submit(status=400).text
+
+
+def test_reassigning_to_an_inactive_vendor_is_refused(owner_app, instance, firm):
+    app, token = owner_app
+    with db.connection():
+        d = dispatch.submit(instance, firm["account"], request_form(firm)).dispatch
+        Vendor.update(active=False).where(Vendor.id == firm["lock"].id).execute()
+    page = app.post(
+        f"/dashboard/dispatches/{d.id}/reassign",
+        {"csrf_token": token, "vendor": firm["lock"].id},
+        status=400,
+    )
+    assert "active vendors" in page.text
+
+
+def test_an_import_keeps_inactive_vendors_and_leaves_no_request_waiting(instance, conn):
+    data = json.loads(SAMPLE.read_text())
+    data["vendors"][2]["active"] = False
+    data["account"]["digest_hour"] = 6
+    data["dispatches"][1]["status"] = "sent"
+    account = portability.import_account(instance, data)
+    assert Vendor.get(Vendor.name == "Tom Reed").active is False
+    assert Account.get_by_id(account.id).digest_hour == 6
+    waiting = Dispatch.get(Dispatch.reference == "LKS-9P2M")
+    assert waiting.status == "unassigned"
+
+
+def test_malformed_import_files_are_reported_not_crashed_on(instance, conn):
+    data = json.loads(SAMPLE.read_text())
+    data["dispatches"][0]["events"] = 5
+    data["routes"][0]["vendors"] = [["v1"]]
+    data["dispatches"][1]["caller_name"] = "x" * 1000
+    data["dispatches"][1]["reference"] = "<b>" * 100
+    with pytest.raises(portability.ImportError_) as caught:
+        portability.import_account(instance, data)
+    problems = " | ".join(caught.value.errors.values())
+    for where in ("events: must be a list", "routes[0].vendors", "caller_name", "reference"):
+        assert where in problems

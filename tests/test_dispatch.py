@@ -15,6 +15,14 @@ from tests.smtp_sink import SMTPSink
 LINKS = ("accept", "decline", "resolve")
 
 
+def through_smtp(instance, sink) -> Instance:
+    """The same instance (database, keys), its mail going to ``sink`` over SMTP."""
+    settings = {"host": "127.0.0.1", "port": sink.port, "security": "none"}
+    data = {"storage": {"data_dir": str(instance.config.data_dir)}}
+    data["mail"] = {"backend": "smtp", "smtp": settings}
+    return Instance(config=config.from_mapping(data), keys=instance.keys)
+
+
 def kinds(d) -> list[str]:
     return [
         e.kind
@@ -160,7 +168,7 @@ def test_a_repeat_within_ten_minutes_pages_no_one_again(instance, firm, mailbox)
     clock.advance(timedelta(minutes=9))
     again = dispatch.submit(instance, firm["account"], request_form(firm, phone="+1 (555) 0199"))
     assert again.repeat and again.dispatch.id == first.dispatch.id
-    assert again.status_token == first.status_token
+    assert again.status_token == ""  # a repeat never learns the first caller's status link
     assert "repeat" in kinds(first.dispatch)
     assert len(to(mailbox, "vera@plumb.example")) == 1
     clock.advance(timedelta(minutes=2))
@@ -228,18 +236,7 @@ def test_a_vendor_email_that_cannot_be_delivered_moves_on(instance, firm, mailbo
     sub = dispatch.submit(instance, firm["account"], request_form(firm))
     with SMTPSink() as sink:
         sink.refuse = "550 No such mailbox"
-        refusing = Instance(
-            config=config.from_mapping(
-                {
-                    "storage": {"data_dir": str(instance.config.data_dir)},
-                    "mail": {
-                        "backend": "smtp",
-                        "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none"},
-                    },
-                }
-            ),
-            keys=instance.keys,
-        )
+        refusing = through_smtp(instance, sink)
         deliver(refusing)
     d = Dispatch.get_by_id(sub.dispatch.id)
     failed = DispatchEvent.get(DispatchEvent.dispatch == d, DispatchEvent.kind == "email_failed")
@@ -353,4 +350,16 @@ def test_silence_escalates_across_a_restart(instance, firm, mailbox):
     clock.advance(timedelta(minutes=16))
     Scheduler(restarted).escalate()  # the job a restarted scheduler runs
     assert to(mailbox, "walt@water.example")
+    assert Dispatch.get_by_id(sub.dispatch.id).vendor.name == "Walt Water"
+
+
+def test_a_vendor_email_that_keeps_failing_passes_on_after_the_silence_delay(instance, firm):
+    sub = dispatch.submit(instance, firm["account"], request_form(firm))
+    with SMTPSink() as sink:
+        sink.refuse = "451 Mailbox busy, try later"
+        greylisted = through_smtp(instance, sink)
+        deliver(greylisted)
+    assert "email_failed" in kinds(sub.dispatch)
+    clock.advance(timedelta(minutes=16))
+    assert dispatch.escalate_due(instance) == 1
     assert Dispatch.get_by_id(sub.dispatch.id).vendor.name == "Walt Water"

@@ -55,6 +55,8 @@ def routing_page(slug: str):
         submission = dispatch.submit(instance(), account, form)
     except ValidationError as exc:
         return _form_page(account, form, exc.errors, status=400)
+    if submission.repeat:
+        return page("repeat.html", account=account, d=submission.dispatch)
     see_other(f"/s/{submission.status_token}?sent=1")
 
 

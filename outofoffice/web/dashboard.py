@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta
 
 import bottle
 
-from outofoffice import dispatch, owner_setup, portability, routing
+from outofoffice import db, dispatch, owner_setup, portability, routing
 from outofoffice.errors import ValidationError
 from outofoffice.models import Dispatch, DispatchEvent
 from outofoffice.web.context import fail, instance, page, require_owner, see_other
@@ -311,11 +311,11 @@ def _filters(owner) -> tuple[dict, dict]:
     for key in ("from", "to"):
         if raw[key]:
             try:
-                day = date.fromisoformat(raw[key])
-            except ValueError:
+                day = date.fromisoformat(raw[key]) + timedelta(days=key == "to")
+            except (ValueError, OverflowError):
                 errors[key] = "Use a date such as 2026-11-27."
                 continue
-            local = datetime.combine(day + timedelta(days=key == "to"), time())
+            local = datetime.combine(day, time())
             utc = local.replace(tzinfo=routing.ZoneInfo(owner.timezone)).astimezone(
                 routing.ZoneInfo("UTC")
             )
@@ -333,10 +333,7 @@ def dispatches_page():
             "Content-Disposition", f'attachment; filename="{owner.slug}-dispatches.csv"'
         )
         return portability.history_csv(instance(), owner, query)
-    try:
-        number = max(1, int(bottle.request.query.get("page", "1")))
-    except ValueError:
-        number = 1
+    number = min(db.parse_id(bottle.request.query.get("page", "1")) or 1, 10**6)
     total = query.count()
     rows = list(query.paginate(number, PAGE_SIZE))
     kinds = owner_setup.KINDS

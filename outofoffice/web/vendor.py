@@ -16,8 +16,15 @@ ALREADY = {
 }
 
 
-def _view(link: dispatch.ActionLink, **context) -> str:
+GONE = "This request is no longer with you. Thank you; nothing more is needed."
+
+
+def _view(link: dispatch.ActionLink, done: str = "", **context) -> str:
     d = link.dispatch
+    if not link.current:  # passed on or closed: the caller's details are not yours now
+        if done:
+            return page("vendor_done.html", d=d, done=done)
+        raise fail(409, GONE)
     return page(
         "vendor_action.html",
         d=d,
@@ -25,6 +32,7 @@ def _view(link: dispatch.ActionLink, **context) -> str:
         caller=dispatch.caller(instance(), d),
         subject=dispatch.subject_text(d),
         button=dispatch.ACTIONS[link.action],
+        done=done,
         **context,
     )
 
