@@ -64,35 +64,31 @@ def _where(d: Dispatch) -> str:
     return " at ".join(p for p in (d.category_label or "Request", d.subject_label) if p)
 
 
+def _notice(instance: Instance, d: Dispatch, subject: str, headline: str, caller: dict) -> None:
+    """A per-dispatch notice, for owners who want to hear about every request."""
+    if d.account.notify == "every":
+        _queue(
+            instance,
+            d.account,
+            "owner",
+            subject,
+            "owner_dispatch",
+            dispatch=d,
+            headline=headline,
+            caller=caller,
+        )
+
+
 def new_dispatch(instance: Instance, d: Dispatch, caller: dict) -> None:
-    account = d.account
-    if account.notify != "every":
-        return
-    _queue(
-        instance,
-        account,
-        "owner",
-        f"New request {d.reference}: {_where(d)}",
-        "owner_dispatch",
-        dispatch=d,
-        headline="A new request came in.",
-        caller=caller,
+    _notice(
+        instance, d, f"New request {d.reference}: {_where(d)}", "A new request came in.", caller
     )
 
 
 def accepted(instance: Instance, d: Dispatch, caller: dict) -> None:
-    account = d.account
-    if account.notify != "every":
-        return
-    _queue(
-        instance,
-        account,
-        "owner",
-        f"Accepted by {d.vendor.name}: {d.reference}",
-        "owner_dispatch",
-        dispatch=d,
-        headline=f"{d.vendor.name} accepted this request.",
-        caller=caller,
+    name = d.vendor.name
+    _notice(
+        instance, d, f"Accepted by {name}: {d.reference}", f"{name} accepted this request.", caller
     )
 
 

@@ -309,21 +309,21 @@ def can_route(account: Account) -> bool:
 # --- settings -------------------------------------------------------------------------
 
 
+SETTINGS_FIELDS = (
+    "name",
+    "business_name",
+    "contact_phone",
+    "timezone",
+    "notify",
+    "digest_hour",
+    "escalate_after_minutes",
+)
+
+
 def save_settings(account: Account, form: dict, business_hours: dict) -> Account:
     """Profile, contact phone, timezone, business hours, notifications, escalation."""
     errors: dict[str, str] = {}
-    values = {
-        k: str(form.get(k) or "").strip()
-        for k in (
-            "name",
-            "business_name",
-            "contact_phone",
-            "timezone",
-            "notify",
-            "digest_hour",
-            "escalate_after_minutes",
-        )
-    }
+    values = {k: str(form.get(k) or "").strip() for k in SETTINGS_FIELDS}
     for key, what in (("name", "your name"), ("business_name", "the business name")):
         if problem := accounts.text_problem(values[key], what):
             errors[key] = problem

@@ -90,3 +90,32 @@ class Browser:
                 return response.status, response.geturl(), response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.geturl(), exc.read().decode()
+
+
+# The owner most tests start with, as the admin would create her.
+CREATE_ALPHA = [
+    "accounts",
+    "create",
+    "--email",
+    "ann@alpha.example",
+    "--name",
+    "Ann",
+    "--business",
+    "Alpha Properties",
+    "--slug",
+    "alpha",
+    "--industry",
+    "property_management",
+]
+
+
+def run_cli(config: Path, *args: str) -> str:
+    """Run the real `outofoffice` command; its output, or a failure that shows why."""
+    result = subprocess.run(
+        [sys.executable, "-m", "outofoffice", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

@@ -10,21 +10,9 @@ from click.testing import CliRunner
 
 from outofoffice.cli import cli
 from tests.conftest import DATA
+from tests.servers import CREATE_ALPHA
 
-CREATE = [
-    "accounts",
-    "create",
-    "--email",
-    "ann@alpha.example",
-    "--name",
-    "Ann",
-    "--business",
-    "Alpha Properties",
-    "--slug",
-    "alpha",
-    "--industry",
-    "property_management",
-]
+CREATE = CREATE_ALPHA
 
 
 def run(*args, ok=True):

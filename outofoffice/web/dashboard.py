@@ -256,18 +256,7 @@ def settings_page(form=None, errors=None, status=200, saved=False):
     owner = require_owner()
     if form is None:
         hours = owner.business_hours or routing.DEFAULT_HOURS
-        form = {
-            key: str(getattr(owner, key))
-            for key in (
-                "name",
-                "business_name",
-                "contact_phone",
-                "timezone",
-                "notify",
-                "digest_hour",
-                "escalate_after_minutes",
-            )
-        }
+        form = {key: str(getattr(owner, key)) for key in owner_setup.SETTINGS_FIELDS}
         form |= {f"hours_{day}": _hours_text(hours.get(day, [])) for day in routing.WEEKDAYS}
         form["holidays"] = "\n".join(hours.get("holidays", []))
     return dashboard_page(

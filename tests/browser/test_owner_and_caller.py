@@ -2,21 +2,12 @@
 
 import email
 import email.policy
-import subprocess
-import sys
 import time
 
 from tests.conftest import write_config
+from tests.servers import CREATE_ALPHA
+from tests.servers import run_cli as cli
 from tests.smtp_sink import free_port
-
-
-def cli(cfg, *args) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "outofoffice", "--config", str(cfg), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
 
 
 def test_owner_adds_a_vendor_and_a_route_then_a_caller_is_routed(tmp_path, servers, browser):
@@ -30,23 +21,7 @@ def test_owner_adds_a_vendor_and_a_route_then_a_caller_is_routed(tmp_path, serve
         },
     )
     cli(cfg, "migrate")
-    cli(
-        cfg,
-        "accounts",
-        "create",
-        "--email",
-        "ann@alpha.example",
-        "--name",
-        "Ann",
-        "--business",
-        "Alpha Properties",
-        "--slug",
-        "alpha",
-        "--industry",
-        "property_management",
-        "--timezone",
-        "Europe/London",
-    )
+    cli(cfg, *CREATE_ALPHA, "--timezone", "Europe/London")
     server = servers(tmp_path, "--config", str(cfg), port=port)
     login = cli(cfg, "accounts", "login-link", "alpha").strip()
 

@@ -5,27 +5,15 @@ import io
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
 
 from tests.conftest import DATA, write_config
 from tests.servers import Browser
+from tests.servers import run_cli as cli
 from tests.smtp_sink import SMTPSink, free_port
 
 SAMPLE = DATA / "export-sample.json"
 ACTION = re.compile(r"(Accept|Decline|Resolved): +http://[^/\s]+(/v/\S+)")
-
-
-def cli(cfg, *args):
-    result = subprocess.run(
-        [sys.executable, "-m", "outofoffice", "--config", str(cfg), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def setup(tmp_path, smtp_port, port, **mail):
