@@ -173,6 +173,7 @@ def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submis
         account, subject.id if subject else None, category.id if category else None, now
     )
     route, vendors = matched or (None, [])
+    silence_ends = now + timedelta(minutes=account.escalate_after_minutes)
     with db.write():
         repeat = db.first(
             Dispatch,
@@ -206,9 +207,7 @@ def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submis
             chain=[v.id for v in vendors],
             chain_position=0,
             vendor=vendors[0] if vendors else None,
-            escalate_at=now + timedelta(minutes=account.escalate_after_minutes)
-            if vendors
-            else None,
+            escalate_at=silence_ends if vendors else None,
             status_token_hash=hash_token(token),
             created_at=now,
             updated_at=now,
@@ -219,11 +218,10 @@ def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submis
         if vendors:
             event(d, "routed", vendors[0], routing.describe(route, d))
             queue_vendor_email(instance, d, vendors[0])
-        else:
+            notify.new_dispatch(instance, d, data)
+        else:  # the owner's alert says it all
             event(d, "unrouted", detail="no route matches this request")
             notify.alert(instance, d, "No route matches this request; nobody was paged.", data)
-        if vendors:
-            notify.new_dispatch(instance, d, data)  # an unrouted one had its alert
     outbox.wake()
     return Submission(d, token, False)
 
