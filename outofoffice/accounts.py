@@ -239,17 +239,35 @@ def find(email_or_slug: str) -> Account | None:
     return Account.get_or_none((Account.slug == key) | (Account.email == key))
 
 
-def set_status(slug: str, status: str) -> Account:
-    """Disable or re-enable an account; disabling ends its sessions at once."""
+def set_status(slug: str, status: str, config=None) -> Account:
+    """Disable (cancel) or re-enable an account. Disabling ends its sessions at once
+    and starts a slug hold, so the address cannot pass to someone else meanwhile."""
+    from outofoffice import retention
+
     with db.write():
         account = Account.get_or_none(Account.slug == slug)
         if account is None:
             raise LookupError(f"no account with slug {slug!r}")
+        if account.status == "deleting":
+            raise LookupError(f"{slug} is being deleted")
         account.status = status
         account.save()
         if status != "active":
             Session.delete().where(Session.account == account).execute()
+            if config is not None:
+                retention.hold_slug(slug, "disabled", config)
     return account
+
+
+def request_deletion(account: Account) -> None:
+    """The owner's (or admin's) deletion: at once the owner is signed out, the routing
+    page closes and every link stops working; the next sweep deletes the data."""
+    with db.write():
+        account.status = "deleting"
+        account.deletion_requested_at = clock.now()
+        account.save()
+        Session.delete().where(Session.account == account).execute()
+        MagicLink.delete().where(MagicLink.account == account).execute()
 
 
 # --- magic links -----------------------------------------------------------------------

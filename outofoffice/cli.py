@@ -327,7 +327,7 @@ def _set_status(state: State, slug: str, status: str) -> None:
     state.instance()
     with db.connection():
         try:
-            account = accounts.set_status(slug, status)
+            account = accounts.set_status(slug, status, state.config)
         except LookupError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"{account.slug} is {status}")
@@ -347,6 +347,41 @@ def accounts_disable(state: State, slug: str) -> None:
 def accounts_enable(state: State, slug: str) -> None:
     """Enable a disabled account again."""
     _set_status(state, slug, "active")
+
+
+@accounts_group.command("delete")
+@click.argument("slug")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_state
+def accounts_delete(state: State, slug: str, yes: bool) -> None:
+    """Delete an account: closed at once, its data deleted at the next sweep."""
+    state.instance()
+    with db.connection():
+        account = _get_account(slug)
+        if account.status == "deleting":
+            raise click.ClickException(f"{slug} is already being deleted")
+        if not yes:
+            click.confirm(
+                f"Delete {account.business_name} ({slug}) and everything it holds?", abort=True
+            )
+        accounts.request_deletion(account)
+    click.echo(
+        f"{slug} is closed; its data goes at the next sweep (within the hour, "
+        "or now with `outofoffice sweep`)"
+    )
+
+
+@cli.command()
+@pass_state
+def sweep(state: State) -> None:
+    """Run every retention sweep now and print what each removed."""
+    from outofoffice import retention
+
+    state.instance()
+    with db.connection():
+        removed = retention.sweep_all(state.config)
+    for name, count in removed.items():
+        click.echo(f"{name + ':':<20}{count}")
 
 
 @accounts_group.command("invite")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from outofoffice import db, dispatch, notify
+from outofoffice import db, dispatch, notify, retention
 from outofoffice.config import Config
 from outofoffice.instance import Instance
 from outofoffice.mail import outbox
@@ -27,6 +27,7 @@ OUTBOX_INTERVAL_SECONDS = 5
 ESCALATION_JOB = "escalation"
 ESCALATION_INTERVAL_SECONDS = 20
 DIGEST_JOB = "digest"
+SWEEP_JOB = "sweep"
 LOCK_NAME = "scheduler.lock"
 
 _running: dict[Path, Scheduler] = {}
@@ -93,6 +94,7 @@ class Scheduler:
             (self.deliver_outbox, OUTBOX_JOB, {"seconds": OUTBOX_INTERVAL_SECONDS}),
             (self.escalate, ESCALATION_JOB, {"seconds": ESCALATION_INTERVAL_SECONDS}),
             (self.send_digests, DIGEST_JOB, {"minutes": 5}),
+            (self.sweep, SWEEP_JOB, {"hours": 1}),
         ]
         for func, job_id, every in jobs:
             self._scheduler.add_job(
@@ -136,6 +138,10 @@ class Scheduler:
         with db.connection():
             if count := dispatch.escalate_due(self.instance):
                 log.info("escalated %d dispatch(es) whose vendor stayed silent", count)
+
+    def sweep(self) -> None:
+        with db.connection():
+            retention.sweep_all(self.instance.config)
 
     def send_digests(self) -> None:
         with db.connection():

@@ -24,7 +24,7 @@ def slug_from_host() -> str | None:
 
 def _account(slug: str) -> Account:
     account = db.first(Account, 'SELECT * FROM "account" WHERE "slug" = ?', slug.lower())
-    if account is None or account.status == "deleting":
+    if account is None:
         raise fail(404, "There is no routing page at this address. Check the link with the firm.")
     return account
 

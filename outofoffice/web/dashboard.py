@@ -6,14 +6,22 @@ portability with that account (never an id from another account), and render.
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, time, timedelta
 
 import bottle
 
-from outofoffice import db, dispatch, owner_setup, portability, routing
+from outofoffice import accounts, db, dispatch, owner_setup, portability, routing
 from outofoffice.errors import ValidationError
 from outofoffice.models import Dispatch, DispatchEvent
-from outofoffice.web.context import fail, instance, page, require_owner, see_other
+from outofoffice.web.context import (
+    fail,
+    instance,
+    page,
+    require_owner,
+    see_other,
+    session_cookie,
+)
 
 # (label, path); a label of None takes the account's subjects label (SPEC section 5).
 AREAS = [
@@ -384,6 +392,50 @@ def close(dispatch_id: int):
     see_other(f"/dashboard/dispatches/{d.id}")
 
 
+# --- the owner's own data: see it, take it, delete it ----------------------------------
+
+
+def account_page(errors=None, status=200):
+    owner = require_owner()
+    download = bottle.request.query.get("download")
+    if download == "export":
+        bottle.response.content_type = "application/json; charset=utf-8"
+        bottle.response.set_header(
+            "Content-Disposition", f'attachment; filename="{owner.slug}-export.json"'
+        )
+        return json.dumps(portability.export(instance(), owner), indent=2, ensure_ascii=False)
+    if download == "history":
+        bottle.response.content_type = "text/csv; charset=utf-8"
+        bottle.response.set_header(
+            "Content-Disposition", f'attachment; filename="{owner.slug}-dispatches.csv"'
+        )
+        return portability.history_csv(instance(), owner, portability.history_query(owner, {}))
+    kinds = owner_setup.KINDS
+    counts = {
+        label: len(owner_setup.items(owner, kinds[name]))
+        for name, label in (
+            ("vendors", "Vendors"),
+            ("subjects", owner_setup.labels(owner)["subjects"]),
+            ("categories", "Categories"),
+        )
+    }
+    counts["Routes"] = len(owner_setup.routes(owner))
+    counts["Dispatches"] = Dispatch.select().where(Dispatch.account == owner).count()
+    return dashboard_page(
+        "dashboard/account.html", status=status, counts=counts, errors=errors or {}
+    )
+
+
+def delete_account():
+    owner = require_owner()
+    if (bottle.request.forms.getunicode("confirm", "") or "").strip().lower() != owner.slug:
+        return account_page({"confirm": f"Type {owner.slug} to confirm."}, 400)
+    accounts.request_deletion(owner)
+    bottle.request.environ.pop("oop.current", None)  # signed out from here on
+    bottle.response.set_header("Set-Cookie", session_cookie("", 0))
+    return page("account_deleted.html", business=owner.business_name)
+
+
 def install(app: bottle.Bottle) -> None:
     app.get("/dashboard", callback=overview)
     for name in owner_setup.KINDS:
@@ -414,3 +466,5 @@ def install(app: bottle.Bottle) -> None:
     app.get("/dashboard/dispatches/<dispatch_id:int>", callback=dispatch_page)
     app.post("/dashboard/dispatches/<dispatch_id:int>/reassign", callback=reassign)
     app.post("/dashboard/dispatches/<dispatch_id:int>/close", callback=close)
+    app.get("/dashboard/account", callback=account_page)
+    app.post("/dashboard/account/delete", callback=delete_account)

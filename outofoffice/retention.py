@@ -1,0 +1,130 @@
+"""The retention sweeps: each returns how many rows it removed.
+
+They run hourly from the scheduler and all at once from `outofoffice sweep`. Each
+deletes in small batches, one short write transaction per batch, so a sweep never
+holds the write lock for long; afterwards the WAL is checkpointed (TRUNCATE) so the
+deleted bytes do not linger in it (secure_delete overwrites them in the database).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+import peewee
+
+from outofoffice import clock, db
+from outofoffice.config import Config
+from outofoffice.models import (
+    Account,
+    Dispatch,
+    DispatchEvent,
+    IPRecord,
+    MagicLink,
+    OutboxEmail,
+    Session,
+    SlugHold,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+def _delete_in_batches(model: type[peewee.Model], condition) -> int:
+    removed = 0
+    while True:
+        with db.write():
+            ids = [row.id for row in model.select(model.id).where(condition).limit(BATCH)]
+            if not ids:
+                return removed
+            removed += model.delete().where(model.id.in_(ids)).execute()
+
+
+def magic_links(config: Config) -> int:
+    """Sign-in links that expired or were used."""
+    now = clock.now()
+    return _delete_in_batches(
+        MagicLink, (MagicLink.expires_at <= now) | MagicLink.used_at.is_null(False)
+    )
+
+
+def sessions(config: Config) -> int:
+    return _delete_in_batches(Session, Session.expires_at <= clock.now())
+
+
+def ip_records(config: Config) -> int:
+    cutoff = clock.now() - timedelta(days=config.retention.ip_days)
+    return _delete_in_batches(IPRecord, IPRecord.at <= cutoff)
+
+
+def sign_in_emails(config: Config) -> int:
+    """Outbox rows of sign-in emails, once their link cannot work any more: they name
+    who asked to sign in, and serve nothing after that."""
+    cutoff = clock.now() - timedelta(minutes=config.retention.magic_link_minutes)
+    return _delete_in_batches(
+        OutboxEmail,
+        OutboxEmail.kind.in_(("login", "signup")) & (OutboxEmail.created_at <= cutoff),
+    )
+
+
+def account_deletions(config: Config) -> int:
+    """Accounts whose owner asked for deletion: everything they own goes, child tables
+    first in batches, and their slug is held."""
+    now = clock.now()
+    done = 0
+    for account in Account.select().where(Account.status == "deleting"):
+        for model, column in (
+            (DispatchEvent, DispatchEvent.account),
+            (OutboxEmail, OutboxEmail.account),
+            (Dispatch, Dispatch.account),
+            (IPRecord, IPRecord.account),
+        ):
+            _delete_in_batches(model, column == account.id)
+        with db.write():
+            hold_slug(account.slug, "deleted", config, now)
+            account.delete_instance()  # the rest cascades: small tables
+        log.info("deleted account %s", account.slug)
+        done += 1
+    return done
+
+
+def hold_slug(slug: str, reason: str, config: Config, now=None) -> None:
+    """Keep a slug from anyone else for the hold period (callers may still have it)."""
+    now = now or clock.now()
+    expires = now + timedelta(days=config.retention.slug_hold_days)
+    existing = SlugHold.get_or_none(SlugHold.slug == slug)
+    if existing is None:
+        SlugHold.create(slug=slug, reason=reason, created_at=now, expires_at=expires)
+    else:
+        existing.reason, existing.expires_at = reason, max(existing.expires_at, expires)
+        existing.save()
+
+
+def slug_holds(config: Config) -> int:
+    """Holds that ended, unless the account still exists (a disabled one keeps its slug)."""
+    taken = Account.select(Account.slug)
+    return _delete_in_batches(
+        SlugHold, (SlugHold.expires_at <= clock.now()) & SlugHold.slug.not_in(taken)
+    )
+
+
+SWEEPS: dict[str, Callable[[Config], int]] = {
+    "magic links": magic_links,
+    "sessions": sessions,
+    "IP records": ip_records,
+    "sign-in emails": sign_in_emails,
+    "account deletions": account_deletions,
+    "slug holds": slug_holds,
+}
+
+
+def sweep_all(config: Config) -> dict[str, int]:
+    """Run every sweep now; returns what each removed."""
+    removed = {name: sweep(config) for name, sweep in SWEEPS.items()}
+    if db.is_sqlite():
+        db.database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    if any(removed.values()):
+        log.info("sweep: %s", ", ".join(f"{k} {v}" for k, v in removed.items() if v))
+    return removed

@@ -1,0 +1,163 @@
+"""The privacy promises, each proven by moving the clock past its deadline."""
+
+from datetime import timedelta
+
+import pytest
+import webtest
+from click.testing import CliRunner
+
+from outofoffice import accounts, clock, db, dispatch, owner_setup, retention
+from outofoffice.cli import cli
+from outofoffice.models import Account, Dispatch, IPRecord, MagicLink, Session, SlugHold, Vendor
+from outofoffice.web import create_app
+from tests.conftest import csrf_of, deliver, path_of, request_form, sign_in
+
+
+def sweep(instance) -> dict[str, int]:
+    with db.connection():
+        return retention.sweep_all(instance.config)
+
+
+def test_used_and_expired_links_are_swept(instance, owners):
+    alpha, _ = owners
+    used = path_of(accounts.login_link(instance, alpha)).rsplit("/", 1)[1]
+    accounts.consume_link(instance, used)
+    accounts.login_link(instance, alpha)
+    assert sweep(instance)["magic links"] == 1  # the used one; the fresh one stays
+    clock.advance(timedelta(minutes=16))
+    assert sweep(instance)["magic links"] == 1
+    assert MagicLink.select().count() == 0
+
+
+@pytest.mark.parametrize("days", [30, 20])
+def test_sessions_end_and_are_swept_after_session_days(make_instance, days):
+    instance = make_instance(retention={"session_days": days})
+    with db.connection():
+        account = accounts.create_account(
+            email="o@x.example",
+            name="O",
+            business_name="X",
+            slug="xfirm",
+            industry="other",
+            timezone="UTC",
+        )
+        token = path_of(accounts.login_link(instance, account)).rsplit("/", 1)[1]
+        _, session = accounts.consume_link(instance, token)
+    clock.advance(timedelta(days=days) - timedelta(minutes=1))
+    assert sweep(instance)["sessions"] == 0
+    clock.advance(timedelta(minutes=2))
+    with db.connection():
+        assert accounts.session_account(session) is None
+    assert sweep(instance)["sessions"] == 1
+
+
+def test_ip_records_go_after_ip_days(instance, owners):
+    IPRecord.create(ip="203.0.113.9", kind="dispatch", account=owners[0])
+    clock.advance(timedelta(days=29))
+    assert sweep(instance)["IP records"] == 0
+    clock.advance(timedelta(days=2))
+    assert sweep(instance)["IP records"] == 1
+
+
+def test_deleting_an_account_closes_it_at_once_and_removes_it_at_the_sweep(make_instance, tmp_path):
+    instance = make_instance(mail={"backend": "console"})
+    app = webtest.TestApp(create_app(instance.config, instance))
+    with db.connection():
+        alpha = accounts.create_account(
+            email="ann@alpha.example",
+            name="Ann",
+            business_name="Alpha Properties",
+            slug="alpha",
+            industry="property_management",
+            timezone="UTC",
+        )
+        beta = accounts.create_account(
+            email="bob@beta.example",
+            name="Bob",
+            business_name="Beta Legal",
+            slug="beta",
+            industry="legal",
+            timezone="UTC",
+        )
+    with db.connection():
+        vera = owner_setup.save(
+            alpha,
+            owner_setup.KINDS["vendors"],
+            {"name": "Vera", "email": "vera.secret@plumb.example"},
+        )
+        cat = owner_setup.items(alpha, owner_setup.KINDS["categories"])[0]
+        owner_setup.create_route(alpha, "", str(cat.id), "always", [str(vera.id)])
+        owner_setup.save(
+            beta, owner_setup.KINDS["vendors"], {"name": "B", "email": "b@beta.example"}
+        )
+    status = app.post(
+        "/r/alpha",
+        {
+            "category": cat.id,
+            "name": "Zelda Quasimodo",
+            "phone": "+1 555 0100",
+            "description": "Xylophone leak",
+        },
+    )
+    deliver(instance)
+    page = sign_in(app, instance, alpha)
+    app.get("/dashboard/account")
+    app.post(
+        "/dashboard/account/delete", {"csrf_token": csrf_of(page), "confirm": "nope"}, status=400
+    )
+    done = app.post("/dashboard/account/delete", {"csrf_token": csrf_of(page), "confirm": "alpha"})
+    assert "closed" in done.text
+    # at once: signed out, routing page closed, links dead
+    assert app.get("/dashboard").status_int == 303
+    assert "phone the firm" in app.get("/r/alpha").text
+    app.get(status.headers["Location"], status=404)
+    assert sweep(instance)["account deletions"] == 1
+    with db.connection():
+        assert not Account.select().where(Account.slug == "alpha").exists()
+        assert Dispatch.select().count() == 0
+        assert Vendor.select().where(Vendor.email == "b@beta.example").exists()  # untouched
+        assert "alpha" in {h.slug for h in SlugHold.select()}
+        assert "on hold" in accounts.slug_problem("alpha")
+    for path in instance.config.data_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in (b"vera.secret@plumb.example", b"Zelda Quasimodo", b"Xylophone"):
+                assert secret not in data, (path, secret)
+    clock.advance(timedelta(days=61))
+    assert sweep(instance)["slug holds"] == 1
+    with db.connection():
+        assert accounts.slug_problem("alpha") is None
+
+
+def test_disabling_starts_a_hold_that_the_sweep_keeps_while_the_account_exists(instance, owners):
+    accounts.set_status("beta", "disabled", instance.config)
+    assert SlugHold.get(SlugHold.slug == "beta").reason == "disabled"
+    clock.advance(timedelta(days=61))
+    assert sweep(instance)["slug holds"] == 0  # the account still owns its slug
+
+
+def test_the_cli_deletes_and_sweeps(instance, owners, tmp_path):
+    config_file = str(instance.config.source)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--config", config_file, "accounts", "delete", "beta", "--yes"])
+    assert result.exit_code == 0 and "next sweep" in result.output
+    assert Session.select().count() == 0
+    result = runner.invoke(cli, ["--config", config_file, "sweep"])
+    assert result.exit_code == 0
+    assert "account deletions: 1" in " ".join(result.output.split())
+    result = runner.invoke(cli, ["--config", config_file, "export", "beta"])
+    assert result.exit_code != 0 and "no account" in result.output
+    assert Account.select().where(Account.slug == "alpha").exists()
+
+
+def test_a_caller_search_of_the_data_dir_finds_nothing_right_after_a_dispatch(instance, firm):
+    dispatch.submit(
+        instance,
+        firm["account"],
+        request_form(firm, name="Quentin Zebulon", description="Marmalade flood"),
+    )
+    db.database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    for path in instance.config.data_dir.rglob("*"):
+        if path.is_file() and path.suffix != ".eml":
+            data = path.read_bytes()
+            assert b"Quentin Zebulon" not in data and b"Marmalade flood" not in data, path
