@@ -94,5 +94,5 @@ def page(template: str, status: int = 200, **context) -> str:
         owner=owner(),
         csrf_token=csrf_token(),
         current_path=bottle.request.path,
-        **context,
+        **({"analytics_id": ""} | context),
     )

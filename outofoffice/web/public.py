@@ -10,6 +10,44 @@ from outofoffice.web.context import fail, instance, page
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
+GA_HOSTS = "https://www.googletagmanager.com https://*.google-analytics.com"
+CSP_WITH_ANALYTICS = (
+    f"default-src 'self'; script-src 'self' https://www.googletagmanager.com; "
+    f"connect-src 'self' {GA_HOSTS} https://*.analytics.google.com; "
+    f"img-src 'self' data: {GA_HOSTS}; style-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+
+
+def analytics_id() -> str:
+    """The configured analytics id for this response, or "": only on the marketing pages
+    (the caller of this function decides that), never for DNT or Global Privacy Control."""
+    configured = instance().config.analytics.google_analytics_id
+    headers = bottle.request.headers
+    if not configured or headers.get("DNT") == "1" or headers.get("Sec-GPC") == "1":
+        return ""
+    bottle.response.set_header("Content-Security-Policy", CSP_WITH_ANALYTICS)
+    return configured
+
+
+def third_parties() -> list[str]:
+    """Who else handles data on this instance, from the live config."""
+    config = instance().config
+    found = []
+    if config.mail.backend == "smtp":
+        found.append(f"Email is handed to the mail server {config.mail.smtp.host}.")
+    elif config.mail.backend == "resend":
+        found.append("Email is sent through Resend (resend.com).")
+    if config.billing.provider == "stripe":
+        found.append("Payments are handled by Stripe (stripe.com).")
+    if config.analytics.google_analytics_id:
+        found.append(
+            "Google Analytics counts visits to the home page and this page, unless your "
+            "browser sends Do Not Track or Global Privacy Control."
+        )
+    return found
+
+
 def install(app: bottle.Bottle) -> None:
     @app.route("/", ["GET", "POST"])
     def landing():
@@ -18,11 +56,16 @@ def install(app: bottle.Bottle) -> None:
             return caller.routing_page(slug)
         if bottle.request.method == "POST":
             raise fail(405, "This page does not accept that kind of request.")
-        return page("index.html")
+        return page("index.html", analytics_id=analytics_id())
 
     @app.get("/privacy")
     def privacy():
-        return page("privacy.html", retention=instance().config.retention)
+        return page(
+            "privacy.html",
+            retention=instance().config.retention,
+            third_parties=third_parties(),
+            analytics_id=analytics_id(),
+        )
 
     @app.get("/static/<path:path>")
     def static(path):

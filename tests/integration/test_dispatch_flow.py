@@ -154,3 +154,40 @@ def test_a_crash_between_commit_and_send_loses_nothing(tmp_path, servers):
         servers(tmp_path, "--config", str(cfg), port=port)
         (message,) = sink.wait_for(1, timeout=10)
         assert message["To"] == "dale@northside-plumbing.example"
+
+
+def test_the_server_log_holds_no_caller_words_tokens_or_secrets(tmp_path, servers):
+    port = free_port()
+    with SMTPSink() as sink:
+        cfg = setup(tmp_path, sink.port, port)
+        server = servers(tmp_path, "--config", str(cfg), port=port)
+        browser = Browser(server.url)
+        _, status_url, _ = submit(browser, browser.request("/r/lakeshore")[2])
+        (first,) = sink.wait_for(1)
+        decline = links(first)["Decline"]
+        browser.request(decline, {})
+        second = sink.wait_for(2)[1]
+        accept = links(second)["Accept"]
+        browser.request(accept, {})
+        login = cli(cfg, "accounts", "login-link", "lakeshore").strip()
+        owner = Browser(server.url)
+        owner.request("/" + login.split("/", 3)[3], {})
+        owner.request("/dashboard/dispatches")
+        browser.request("/v/forged.1.accept.1.xyz")  # an error path logs too
+        session = next(c.value for c in owner.jar)
+        secret = (tmp_path / "data" / "secret.key").read_text().strip()
+        server.stop()
+    log = server.output()
+    assert "serving on" in log  # the log is there to search
+    for needle in (
+        "Strong gas smell",
+        "Jordan Ellis",
+        "555 0111",
+        status_url.rsplit("/", 1)[1].split("?")[0],
+        decline.rsplit("/", 1)[1],
+        accept.rsplit("/", 1)[1],
+        login.rsplit("/", 1)[1],
+        session,
+        secret,
+    ):
+        assert needle not in log, needle
