@@ -371,6 +371,23 @@ def accounts_delete(state: State, slug: str, yes: bool) -> None:
     )
 
 
+@cli.command("rotate-key")
+@pass_state
+def rotate_key(state: State) -> None:
+    """Move to a new secret key and re-encrypt everything stored under the old one."""
+    from outofoffice import key_rotation
+
+    state.instance()
+    with db.connection():
+        counts = key_rotation.rotate(state.config)
+    for table, count in counts.items():
+        click.echo(f"re-encrypted {count} {table} row(s)")
+    click.echo(
+        f"new key in {state.config.secret_key_path}; older keys stay there so links they "
+        "signed still work. Restart serve and worker so new data uses the new key."
+    )
+
+
 @cli.command()
 @pass_state
 def sweep(state: State) -> None:

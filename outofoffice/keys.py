@@ -13,6 +13,7 @@ import hmac
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -45,10 +46,26 @@ def same(a: str | bytes, b: str | bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
+def _new_key_line() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES)).decode() + "\n"
+
+
+def add_key(path: Path) -> None:
+    """Put a new key first in the key file (atomically, 0600); older keys stay below it
+    so what they encrypted or signed is still readable."""
+    text = _new_key_line() + path.read_text(encoding="ascii")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def create_key_file(path: Path) -> bool:
     """Write a fresh key with mode 0600 unless one exists; True when it wrote one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES)).decode() + "\n"
+    key = _new_key_line()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -69,11 +86,12 @@ def _unb64(text: str) -> bytes:
 
 
 class Keys:
-    def __init__(self, masters: list[bytes]):
+    def __init__(self, masters: list[bytes], path: Path | None = None):
         if not masters:
             raise KeyFileError("no key")
         self._masters = masters
         self._derived: dict[tuple[int, str], bytes] = {}
+        self.path = path
 
     @classmethod
     def load(cls, path: Path) -> Keys:
@@ -94,7 +112,7 @@ class Keys:
             raise KeyFileError(f"{path}: not a key file (one base64 key per line)") from None
         if not masters or any(len(m) < KEY_BYTES for m in masters):
             raise KeyFileError(f"{path}: each key must be at least {KEY_BYTES} bytes")
-        return cls(masters)
+        return cls(masters, path)
 
     @classmethod
     def open(cls, path: Path) -> Keys:
@@ -128,6 +146,10 @@ class Keys:
                 return True
         return False
 
+    def _reload(self) -> None:
+        fresh = Keys.load(self.path)
+        self._masters, self._derived = fresh._masters, {}
+
     def _key_id(self, index: int) -> str:
         return hashlib.sha256(self.subkey("encryption", index)).hexdigest()[:8]
 
@@ -137,12 +159,18 @@ class Keys:
         sealed = AESGCM(self.subkey("encryption")).encrypt(nonce, plaintext.encode(), None)
         return f"v1.{self._key_id(0)}.{_b64(nonce + sealed)}"
 
+    def is_current(self, token: str) -> bool:
+        """Was this value encrypted with the newest key?"""
+        return token.split(".", 2)[1:2] == [self._key_id(0)]
+
     def decrypt(self, token: str) -> str:
         try:
             version, key_id, body = token.split(".", 2)
             raw = _unb64(body)
         except ValueError:
             raise KeyFileError("not an encrypted value") from None
+        if self.path and key_id not in {self._key_id(i) for i in range(len(self._masters))}:
+            self._reload()  # `outofoffice rotate-key` ran while this process was up
         for index in range(len(self._masters)):
             if version == "v1" and self._key_id(index) == key_id:
                 try:

@@ -161,3 +161,18 @@ def test_a_caller_search_of_the_data_dir_finds_nothing_right_after_a_dispatch(in
         if path.is_file() and path.suffix != ".eml":
             data = path.read_bytes()
             assert b"Quentin Zebulon" not in data and b"Marmalade flood" not in data, path
+
+
+def test_rotate_key_re_encrypts_and_old_links_keep_working(instance, firm, mailbox):
+    sub = dispatch.submit(instance, firm["account"], request_form(firm, name="Rhea Rotate"))
+    old_link = dispatch.action_token(instance, sub.dispatch, firm["vera"], "accept")
+    before = Dispatch.get_by_id(sub.dispatch.id).caller_name
+    result = CliRunner().invoke(cli, ["--config", str(instance.config.source), "rotate-key"])
+    assert result.exit_code == 0 and "re-encrypted 1 dispatch row(s)" in result.output
+    after = Dispatch.get_by_id(sub.dispatch.id)
+    assert after.caller_name.split(".")[1] != before.split(".")[1]  # another key now
+    assert len(instance.config.secret_key_path.read_text().split()) == 2
+    # a process started before the rotation reads what the rotation wrote
+    assert dispatch.caller(instance, after)["name"] == "Rhea Rotate"
+    assert dispatch.read_action(instance, old_link).action == "accept"
+    assert oct(instance.config.secret_key_path.stat().st_mode)[-3:] == "600"
