@@ -295,6 +295,9 @@ def login_link(instance: Instance, account: Account) -> str:
     return instance.url(f"/auth/{token}")
 
 
+LINK_PURPOSE = {"login": "login", "signup": "signup", "email_change": "email"}  # template: purpose
+
+
 def _send_link(
     instance: Instance,
     template: str,
@@ -307,7 +310,7 @@ def _send_link(
     account) the same work is done, a link that can never sign in is stored, and
     nothing is queued: the answer's timing does not tell whether the account exists."""
     sealed = instance.keys.encrypt(json.dumps(signup)) if signup else None
-    purpose = "signup" if signup else "login"
+    purpose = LINK_PURPOSE[template]
     token = _issue_link(instance, purpose, email, account=account, payload=sealed)
     minutes = instance.config.retention.magic_link_minutes
     text, html = render_email(
@@ -322,6 +325,7 @@ def _send_link(
     subject = {
         "login": f"Sign in to {instance.config.operator.name}",
         "signup": f"Confirm your new {instance.config.operator.name} account",
+        "email_change": f"Confirm your new sign-in address for {business}",
     }[template]
     outbox.enqueue(
         instance.keys,
@@ -375,11 +379,27 @@ def request_signup(instance: Instance, form: dict[str, str], invite: str = "") -
     outbox.wake()
 
 
+def request_email_change(instance: Instance, account: Account, new_email: str) -> str:
+    """Email a confirmation link to the new address; the sign-in address changes only
+    when that link is used, so nobody can move an account to an address they don't read."""
+    new_email = normalise_email(new_email)
+    if problem := email_problem(new_email):
+        raise ValidationError({"email": problem})
+    if new_email == account.email:
+        raise ValidationError({"email": "That is your sign-in address already."})
+    with db.write():
+        if Account.select().where(Account.email == new_email).exists():
+            raise ValidationError({"email": "That address belongs to another account."})
+        _send_link(instance, "email_change", new_email, account, business=account.business_name)
+    outbox.wake()
+    return new_email
+
+
 def _live_link(token: str) -> MagicLink | None:
     link = MagicLink.get_or_none(MagicLink.token_hash == hash_token(token))
     if link is None or link.used_at is not None or link.expires_at <= clock.now():
         return None
-    if link.purpose == "login" and (link.account is None or link.account.status != "active"):
+    if link.purpose != "signup" and (link.account is None or link.account.status != "active"):
         return None
     return link
 
@@ -419,6 +439,11 @@ def consume_link(instance: Instance, token: str) -> tuple[Account, str]:
             account = _create_from_signup(_signup_data(instance, link))
         else:
             account = link.account
+        if link.purpose == "email":
+            if Account.select().where(Account.email == link.email).exists():
+                raise ValidationError({"email": f"{link.email} belongs to another account now."})
+            account.email = link.email
+            account.save()
         session_token = start_session(instance, account)
     return account, session_token
 

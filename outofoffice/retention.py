@@ -65,7 +65,8 @@ def sign_in_emails(config: Config) -> int:
     cutoff = clock.now() - timedelta(minutes=config.retention.magic_link_minutes)
     return _delete_in_batches(
         OutboxEmail,
-        OutboxEmail.kind.in_(("login", "signup")) & (OutboxEmail.created_at <= cutoff),
+        OutboxEmail.kind.in_(("login", "signup", "email_change"))
+        & (OutboxEmail.created_at <= cutoff),
     )
 
 

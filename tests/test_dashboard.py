@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 
 import pytest
 
@@ -317,3 +318,22 @@ def test_malformed_import_files_are_reported_not_crashed_on(instance, conn):
     problems = " | ".join(caught.value.errors.values())
     for where in ("events: must be a list", "routes[0].vendors", "caller_name", "reference"):
         assert where in problems
+
+
+def test_changing_the_sign_in_address_takes_a_link_sent_to_the_new_one(owner_app, mailbox):
+    app, _ = owner_app
+    form = app.get("/dashboard/settings").forms["email"]
+    form["email"] = "ann.new@alpha.example"
+    page = form.submit().follow()
+    assert "We sent a link to ann.new@alpha.example" in page.text
+    with db.connection():
+        assert Account.get(Account.slug == "alpha").email == "ann@alpha.example"  # not yet
+    [message] = [m for m in mailbox.deliver() if m["To"] == "ann.new@alpha.example"]
+    link = re.search(r"http://\S+(/auth/\S+)", mailbox.text(message)).group(1)
+    assert "ann.new@alpha.example" in app.get(link).text
+    app.post(link).follow()
+    with db.connection():
+        assert Account.get(Account.slug == "alpha").email == "ann.new@alpha.example"
+    taken = app.get("/dashboard/settings").forms["email"]
+    taken["email"] = "bob@beta.example"
+    assert "another account" in taken.submit(status=400).text

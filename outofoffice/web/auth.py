@@ -106,6 +106,7 @@ def install(app: bottle.Bottle) -> None:
             "auth_confirm.html",
             token=token,
             signup=link.purpose == "signup",
+            new_email=link.email if link.purpose == "email" else "",
             business=accounts.link_business_name(instance(), link),
         )
 

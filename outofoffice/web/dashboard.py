@@ -7,6 +7,7 @@ portability with that account (never an id from another account), and render.
 from __future__ import annotations
 
 import json
+import urllib.parse
 from datetime import date, datetime, time, timedelta
 
 import bottle
@@ -274,7 +275,18 @@ def settings_page(form=None, errors=None, status=200, saved=False):
         errors=errors or {},
         weekdays=routing.WEEKDAYS,
         saved=saved or bottle.request.query.get("saved") == "1",
+        email_sent=bottle.request.query.getunicode("email_sent", "") or "",
     )
+
+
+def change_email():
+    owner = require_owner()
+    new_email = bottle.request.forms.getunicode("email", "") or ""
+    try:
+        sent_to = accounts.request_email_change(instance(), owner, new_email)
+    except ValidationError as exc:
+        return settings_page(errors=exc.errors, status=400)
+    see_other(f"/dashboard/settings?email_sent={urllib.parse.quote(sent_to)}")
 
 
 def save_settings():
@@ -462,6 +474,7 @@ def install(app: bottle.Bottle) -> None:
         )
     app.get("/dashboard/settings", callback=settings_page)
     app.post("/dashboard/settings", callback=save_settings)
+    app.post("/dashboard/settings/email", callback=change_email)
     app.get("/dashboard/dispatches", callback=dispatches_page)
     app.get("/dashboard/dispatches/<dispatch_id:int>", callback=dispatch_page)
     app.post("/dashboard/dispatches/<dispatch_id:int>/reassign", callback=reassign)
