@@ -9,6 +9,7 @@ import threading
 
 import waitress
 
+from outofoffice import db, traffic
 from outofoffice.config import is_loopback
 from outofoffice.instance import Instance
 from outofoffice.policy import REQUEST_BODY_MAX
@@ -71,5 +72,7 @@ def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True)
     finally:
         log.info("shutting down")
         server.close()
+        with db.connection():
+            traffic.flush()
         if scheduler:
             scheduler.stop()

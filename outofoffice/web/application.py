@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import bottle
 
-from outofoffice import db
+from outofoffice import db, traffic
 from outofoffice.config import Config
 from outofoffice.instance import Instance
 from outofoffice.policy import REQUEST_BODY_MAX
@@ -46,6 +46,8 @@ class App(bottle.Bottle):
 
     def __call__(self, environ, start_response):
         def start(status, headers, exc_info=None):
+            route = environ.get("bottle.route")
+            traffic.count(route.rule if route else "(no route)", int(status[:3]))
             present = {name.lower() for name, _ in headers}
             extra = [(k, v) for k, v in self.security_headers if k.lower() not in present]
             return start_response(status, list(headers) + extra, exc_info)
