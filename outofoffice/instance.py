@@ -46,7 +46,8 @@ class Instance:
         try:
             db.bind(config)
             with db.connection():
-                if migrate:
+                # a brand-new database is simply created; an older one waits for `migrate`
+                if migrate or (create and migrations.is_new()):
                     migrations.migrate()
                 else:
                     migrations.require_current()

@@ -43,8 +43,9 @@ def current_version() -> int:
     return row[0] if row else 0
 
 
-def pending() -> list[int]:
-    return list(range(current_version() + 1, LATEST + 1))
+def is_new() -> bool:
+    """A database no release has written to yet."""
+    return not db.database.table_exists("schema_version")
 
 
 def migrate() -> list[str]:

@@ -16,6 +16,7 @@ import peewee
 
 from outofoffice import clock, db
 from outofoffice.config import Config
+from outofoffice.mail.filedrop import FileMailer
 from outofoffice.models import (
     Account,
     Dispatch,
@@ -76,6 +77,7 @@ def account_deletions(config: Config) -> int:
     now = clock.now()
     done = 0
     for account in Account.select().where(Account.status == "deleting"):
+        sent = [r.message_id for r in OutboxEmail.select().where(OutboxEmail.account == account)]
         for model, column in (
             (DispatchEvent, DispatchEvent.account),
             (OutboxEmail, OutboxEmail.account),
@@ -86,6 +88,8 @@ def account_deletions(config: Config) -> int:
         with db.write():
             hold_slug(account.slug, "deleted", config, now)
             account.delete_instance()  # the rest cascades: small tables
+        if config.mail.backend == "file":  # copies of its emails in the data dir go too
+            FileMailer(config).forget(sent)
         log.info("deleted account %s", account.slug)
         done += 1
     return done

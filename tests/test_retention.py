@@ -1,5 +1,7 @@
 """The privacy promises, each proven by moving the clock past its deadline."""
 
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -51,16 +53,20 @@ def test_sessions_end_and_are_swept_after_session_days(make_instance, days):
     assert sweep(instance)["sessions"] == 1
 
 
-def test_ip_records_go_after_ip_days(instance, owners):
-    IPRecord.create(ip="203.0.113.9", kind="dispatch", account=owners[0])
+def test_ip_records_go_after_ip_days_and_leave_no_trace_in_any_file(instance, owners):
+    IPRecord.create(ip="203.0.113.99", kind="dispatch", account=owners[0])
     clock.advance(timedelta(days=29))
     assert sweep(instance)["IP records"] == 0
     clock.advance(timedelta(days=2))
     assert sweep(instance)["IP records"] == 1
+    for path in instance.config.data_dir.rglob("*"):
+        if path.is_file():
+            assert b"203.0.113.99" not in path.read_bytes(), path
 
 
-def test_deleting_an_account_closes_it_at_once_and_removes_it_at_the_sweep(make_instance, tmp_path):
-    instance = make_instance(mail={"backend": "console"})
+@pytest.mark.parametrize("backend", ["console", "file"])
+def test_deleting_an_account_closes_it_at_once_and_removes_it_at_the_sweep(make_instance, backend):
+    instance = make_instance(mail={"backend": backend})
     app = webtest.TestApp(create_app(instance.config, instance))
     with db.connection():
         alpha = accounts.create_account(
@@ -176,3 +182,55 @@ def test_rotate_key_re_encrypts_and_old_links_keep_working(instance, firm, mailb
     assert dispatch.caller(instance, after)["name"] == "Rhea Rotate"
     assert dispatch.read_action(instance, old_link).action == "accept"
     assert oct(instance.config.secret_key_path.stat().st_mode)[-3:] == "600"
+
+
+def test_privacy_shows_the_configured_figures_and_operator(make_instance):
+    instance = make_instance(
+        retention={"session_days": 20, "ip_days": 14},
+        operator={"name": "Lakeshore Hosting", "contact_email": "privacy@lakeshore.example"},
+    )
+    page = webtest.TestApp(create_app(instance.config, instance)).get("/privacy")
+    assert "after 20 days" in page.text and "at most 14 days" in page.text
+    assert "Lakeshore Hosting" in page.text and "privacy@lakeshore.example" in page.text
+    assert "Nobody: this instance sends no data to other services." in page.text
+
+
+def test_the_dashboard_export_is_accepted_by_import_on_another_instance(
+    app, instance, firm, tmp_path
+):
+    dispatch.submit(instance, firm["account"], request_form(firm))
+    sign_in(app, instance, firm["account"])
+    download = app.get("/dashboard/account?download=export")
+    assert "attachment" in download.headers["Content-Disposition"]
+    exported = tmp_path / "alpha.json"
+    exported.write_bytes(download.body)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.toml").write_text(f'[storage]\ndata_dir = "{other / "data"}"\n')
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "outofoffice",
+            "--config",
+            str(other / "config.toml"),
+            "import",
+            str(exported),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "imported alpha" in result.stdout
+    history = app.get("/dashboard/account?download=history")
+    assert history.text.startswith("reference,received,status")
+
+
+def test_retention_longer_than_the_promise_is_refused_by_name(tmp_path):
+    from outofoffice import config
+
+    path = tmp_path / "c.toml"
+    path.write_text("[retention]\nip_days = 45\n")
+    with pytest.raises(config.ConfigError, match=r"\[retention\] ip_days: 45 is longer"):
+        config.load(path)

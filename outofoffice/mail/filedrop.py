@@ -9,6 +9,11 @@ from outofoffice.mail.base import Mailer, MailError
 from outofoffice.mail.message import Message
 
 
+def file_stem(message_id: str) -> str:
+    """The part of an .eml file's name that comes from its Message-ID."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", message_id.strip("<>"))
+
+
 class FileMailer(Mailer):
     name = "file"
 
@@ -18,8 +23,7 @@ class FileMailer(Mailer):
 
     def send(self, message: Message) -> None:
         data = message.to_email().as_bytes()
-        stem = re.sub(r"[^A-Za-z0-9.-]", "_", message.message_id.strip("<>"))
-        name = f"{clock.now():%Y%m%dT%H%M%S}-{stem}.eml"
+        name = f"{clock.now():%Y%m%dT%H%M%S}-{file_stem(message.message_id)}.eml"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".eml")
@@ -30,6 +34,15 @@ class FileMailer(Mailer):
             os.replace(tmp, self.folder / name)
         except OSError as exc:
             raise MailError(f"cannot write to {self.folder}: {exc.strerror}") from None
+
+    def forget(self, message_ids: list[str]) -> int:
+        """Remove the .eml files of these messages (their account was deleted)."""
+        removed = 0
+        for message_id in message_ids:
+            for path in self.folder.glob(f"*-{file_stem(message_id)}.eml"):
+                path.unlink()
+                removed += 1
+        return removed
 
     def problems(self) -> list[str]:
         try:
