@@ -19,7 +19,7 @@ from outofoffice.instance import Instance
 from outofoffice.keys import hash_token, new_token
 from outofoffice.mail import outbox
 from outofoffice.mail.message import is_address
-from outofoffice.models import Account, Category, Invite, MagicLink, Session, SlugHold
+from outofoffice.models import Account, Category, Invite, MagicLink, OutboxEmail, Session, SlugHold
 from outofoffice.policy import INVITE_DAYS, NAME_MAX
 from outofoffice.templating import render_email
 
@@ -268,6 +268,9 @@ def request_deletion(account: Account) -> None:
         account.save()
         Session.delete().where(Session.account == account).execute()
         MagicLink.delete().where(MagicLink.account == account).execute()
+        OutboxEmail.delete().where(
+            OutboxEmail.account == account, OutboxEmail.status == "queued"
+        ).execute()
 
 
 # --- magic links -----------------------------------------------------------------------
@@ -379,6 +382,35 @@ def request_signup(instance: Instance, form: dict[str, str], invite: str = "") -
     outbox.wake()
 
 
+def _change_email(instance: Instance, account: Account, new_email: str) -> None:
+    """Switch the sign-in address: every other session and pending link of the account
+    ends, and the old address is told, so a stolen session cannot keep a way in."""
+    if Account.select().where(Account.email == new_email).exists():
+        raise ValidationError(
+            {"email": f"{new_email} belongs to another account now; choose another in settings."}
+        )
+    old_email, account.email = account.email, new_email
+    account.save()
+    Session.delete().where(Session.account == account).execute()
+    MagicLink.delete().where(MagicLink.account == account, MagicLink.used_at.is_null()).execute()
+    text, html = render_email(
+        "email_changed",
+        business=account.business_name,
+        new_email=new_email,
+        operator=instance.config.operator,
+    )
+    outbox.enqueue(
+        instance.keys,
+        sender=instance.sender,
+        to=old_email,
+        subject=f"Your sign-in address for {account.business_name} changed",
+        text=text,
+        html=html,
+        kind="email_change",
+        account=account,
+    )
+
+
 def request_email_change(instance: Instance, account: Account, new_email: str) -> str:
     """Email a confirmation link to the new address; the sign-in address changes only
     when that link is used, so nobody can move an account to an address they don't read."""
@@ -388,9 +420,10 @@ def request_email_change(instance: Instance, account: Account, new_email: str) -
     if new_email == account.email:
         raise ValidationError({"email": "That is your sign-in address already."})
     with db.write():
-        if Account.select().where(Account.email == new_email).exists():
-            raise ValidationError({"email": "That address belongs to another account."})
-        _send_link(instance, "email_change", new_email, account, business=account.business_name)
+        # The same answer whether or not another account uses the address (no
+        # enumeration); the link is only sent when it could work.
+        if not Account.select().where(Account.email == new_email).exists():
+            _send_link(instance, "email_change", new_email, account, account.business_name)
     outbox.wake()
     return new_email
 
@@ -436,14 +469,16 @@ def consume_link(instance: Instance, token: str) -> tuple[Account, str]:
         if used != 1:
             raise LinkError(token)
         if link.purpose == "signup":
-            account = _create_from_signup(_signup_data(instance, link))
+            try:
+                account = _create_from_signup(_signup_data(instance, link))
+            except ValidationError as exc:  # taken since the form was sent
+                raise ValidationError(
+                    {k: f"{v} Please sign up again." for k, v in exc.errors.items()}
+                ) from None
         else:
             account = link.account
         if link.purpose == "email":
-            if Account.select().where(Account.email == link.email).exists():
-                raise ValidationError({"email": f"{link.email} belongs to another account now."})
-            account.email = link.email
-            account.save()
+            _change_email(instance, account, link.email)
         session_token = start_session(instance, account)
     return account, session_token
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from outofoffice import __version__, accounts, config, db, migrations
+from outofoffice import __version__, accounts, config, db, keys, migrations
 from outofoffice.instance import Instance, InstanceError
 from outofoffice.mail import MailError, Message, outbox
 
@@ -379,7 +379,10 @@ def rotate_key(state: State) -> None:
 
     state.instance()
     with db.connection():
-        counts = key_rotation.rotate(state.config)
+        try:
+            counts = key_rotation.rotate(state.config)
+        except keys.KeyFileError as exc:
+            raise click.ClickException(str(exc)) from None
     for table, count in counts.items():
         click.echo(f"re-encrypted {count} {table} row(s)")
     click.echo(

@@ -396,8 +396,10 @@ def escalate_due(instance: Instance) -> int:
     now = clock.now()
     due = [
         d.id
-        for d in Dispatch.select(Dispatch.id).where(
-            Dispatch.status.in_(WAITING), Dispatch.escalate_at <= now
+        for d in Dispatch.select(Dispatch.id)
+        .join(Account)
+        .where(
+            Dispatch.status.in_(WAITING), Dispatch.escalate_at <= now, Account.status == "active"
         )
     ]
     for dispatch_id in due:

@@ -5,6 +5,9 @@ expire, and a process started before the rotation still reads what it wrote.
 
 from __future__ import annotations
 
+import fcntl
+import os
+
 from outofoffice import db, keys
 from outofoffice.config import Config
 from outofoffice.models import Dispatch, MagicLink, OutboxEmail
@@ -18,7 +21,22 @@ BATCH = 200
 
 
 def rotate(config: Config) -> dict[str, int]:
-    """Add a new key and re-encrypt every value; returns how many rows per table."""
+    """Add a new key and re-encrypt every value; returns how many rows per table. One
+    rotation at a time (a lock beside the key file): two at once could lose a key."""
+    lock_path = config.secret_key_path.with_name(config.secret_key_path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise keys.KeyFileError("another rotate-key is running") from None
+    try:
+        return _rotate(config)
+    finally:
+        os.close(fd)
+
+
+def _rotate(config: Config) -> dict[str, int]:
     keys.add_key(config.secret_key_path)
     current = keys.Keys.load(config.secret_key_path)
     counts = {}

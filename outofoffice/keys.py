@@ -51,14 +51,18 @@ def _new_key_line() -> str:
 
 
 def add_key(path: Path) -> None:
-    """Put a new key first in the key file (atomically, 0600); older keys stay below it
-    so what they encrypted or signed is still readable."""
+    """Put a new key first in the key file; older keys stay below it so what they
+    encrypted or signed is still readable. Atomic, 0600, and owned by whoever owned the
+    file before (an admin running this as root must not take the key from the service)."""
+    before = path.stat()
     text = _new_key_line() + path.read_text(encoding="ascii")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret-")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
+        if (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
+            os.fchown(fh.fileno(), before.st_uid, before.st_gid)
     os.replace(tmp, path)
 
 
@@ -92,6 +96,7 @@ class Keys:
         self._masters = masters
         self._derived: dict[tuple[int, str], bytes] = {}
         self.path = path
+        self._loaded_at = path.stat().st_mtime_ns if path else 0
 
     @classmethod
     def load(cls, path: Path) -> Keys:
@@ -138,17 +143,28 @@ class Keys:
         mac = hmac.new(self.subkey(purpose), message.encode("utf-8"), hashlib.sha256)
         return _b64(mac.digest())
 
-    def verify(self, purpose: str, message: str, signature: str) -> bool:
-        """Constant-time check against every key, so rotation keeps old links valid."""
+    def verify(self, purpose: str, message: str, signature: str, reload: bool = True) -> bool:
+        """Constant-time check against every key, so rotation keeps old links valid; on
+        a miss the key file is read again once, in case another process rotated it."""
         for index in range(len(self._masters)):
             mac = hmac.new(self.subkey(purpose, index), message.encode("utf-8"), hashlib.sha256)
             if same(_b64(mac.digest()), signature):
                 return True
+        if reload and self.path and self._file_changed():
+            self._reload()
+            return self.verify(purpose, message, signature, reload=False)
         return False
+
+    def _file_changed(self) -> bool:
+        try:
+            return self.path.stat().st_mtime_ns != self._loaded_at
+        except OSError:
+            return False
 
     def _reload(self) -> None:
         fresh = Keys.load(self.path)
         self._masters, self._derived = fresh._masters, {}
+        self._loaded_at = fresh._loaded_at
 
     def _key_id(self, index: int) -> str:
         return hashlib.sha256(self.subkey("encryption", index)).hexdigest()[:8]

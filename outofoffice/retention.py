@@ -21,9 +21,11 @@ from outofoffice.models import (
     Account,
     Dispatch,
     DispatchEvent,
+    Invite,
     IPRecord,
     MagicLink,
     OutboxEmail,
+    RequestCount,
     Session,
     SlugHold,
 )
@@ -78,6 +80,7 @@ def account_deletions(config: Config) -> int:
     done = 0
     for account in Account.select().where(Account.status == "deleting"):
         sent = [r.message_id for r in OutboxEmail.select().where(OutboxEmail.account == account)]
+        addresses = {account.email} | {v.email for v in account.vendors}
         for model, column in (
             (DispatchEvent, DispatchEvent.account),
             (OutboxEmail, OutboxEmail.account),
@@ -87,9 +90,10 @@ def account_deletions(config: Config) -> int:
             _delete_in_batches(model, column == account.id)
         with db.write():
             hold_slug(account.slug, "deleted", config, now)
+            Invite.delete().where(Invite.email == account.email).execute()
             account.delete_instance()  # the rest cascades: small tables
         if config.mail.backend == "file":  # copies of its emails in the data dir go too
-            FileMailer(config).forget(sent)
+            FileMailer(config).forget(sent, addresses)
         log.info("deleted account %s", account.slug)
         done += 1
     return done
@@ -115,6 +119,18 @@ def slug_holds(config: Config) -> int:
     )
 
 
+def request_counts(config: Config) -> int:
+    """Even the aggregated server log is kept server_log_days at most."""
+    cutoff = (clock.now() - timedelta(days=config.retention.server_log_days)).date()
+    return _delete_in_batches(RequestCount, RequestCount.day < cutoff)
+
+
+def invitations(config: Config) -> int:
+    """Invitations that were used or expired (they may name the invited address)."""
+    now = clock.now()
+    return _delete_in_batches(Invite, (Invite.expires_at <= now) | Invite.used_at.is_null(False))
+
+
 SWEEPS: dict[str, Callable[[Config], int]] = {
     "magic links": magic_links,
     "sessions": sessions,
@@ -122,6 +138,8 @@ SWEEPS: dict[str, Callable[[Config], int]] = {
     "sign-in emails": sign_in_emails,
     "account deletions": account_deletions,
     "slug holds": slug_holds,
+    "invitations": invitations,
+    "request counts": request_counts,
 }
 
 

@@ -9,7 +9,7 @@ import threading
 
 import waitress
 
-from outofoffice import db, traffic
+from outofoffice import traffic
 from outofoffice.config import is_loopback
 from outofoffice.instance import Instance
 from outofoffice.policy import REQUEST_BODY_MAX
@@ -66,13 +66,14 @@ def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)
     log.info("serving on http://%s:%s (public address %s)", host, port, instance.config.base_url)
+    counts = traffic.Flusher()
+    counts.start()
     try:
         with contextlib.suppress(KeyboardInterrupt):  # SIGINT or SIGTERM: a clean stop
             server.run()
     finally:
         log.info("shutting down")
         server.close()
-        with db.connection():
-            traffic.flush()
+        counts.stop()
         if scheduler:
             scheduler.stop()

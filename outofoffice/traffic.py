@@ -1,47 +1,71 @@
 """Server logs, aggregated: requests per day, route pattern and status, and nothing
-about who asked. Counted in memory; the web process adds them to the daily totals
-about once a minute (and when it stops), so no raw access log is ever written."""
+about who asked. Counted in memory; a thread of the web process adds them to the daily
+totals about once a minute and when it stops, so no raw access log is ever written."""
 
 from __future__ import annotations
 
+import logging
 import threading
-import time
 from collections import Counter
 from datetime import date
 
 from outofoffice import clock, db
 from outofoffice.models import RequestCount
 
+log = logging.getLogger(__name__)
+
 FLUSH_SECONDS = 60
 
 _counts: Counter[tuple[date, str, int]] = Counter()
 _lock = threading.Lock()
-_last_flush = time.monotonic()
 
 
 def count(route: str, status: int) -> None:
-    global _last_flush
+    """Count one response. Memory only: a request never waits on, or fails with, this."""
     with _lock:
         _counts[(clock.now().date(), route[:100], status)] += 1
-        due = time.monotonic() - _last_flush >= FLUSH_SECONDS
-        if due:
-            _last_flush = time.monotonic()
-    if due:
-        with db.connection():
-            flush()
 
 
 def flush() -> int:
-    """Add the counts so far to the daily totals; returns how many totals changed."""
+    """Add the counts so far to the daily totals; returns how many totals changed.
+    If the write fails, the counts are kept for the next try."""
     with _lock:
         pending = dict(_counts)
         _counts.clear()
     if not pending:
         return 0
-    with db.write():
-        for (day, route, status), n in pending.items():
-            RequestCount.insert(day=day, route=route, status=status, count=n).on_conflict(
-                conflict_target=[RequestCount.day, RequestCount.route, RequestCount.status],
-                update={RequestCount.count: RequestCount.count + n},
-            ).execute()
+    try:
+        with db.write():
+            for (day, route, status), n in pending.items():
+                RequestCount.insert(day=day, route=route, status=status, count=n).on_conflict(
+                    conflict_target=[RequestCount.day, RequestCount.route, RequestCount.status],
+                    update={RequestCount.count: RequestCount.count + n},
+                ).execute()
+    except Exception:
+        with _lock:
+            _counts.update(pending)
+        raise
     return len(pending)
+
+
+class Flusher(threading.Thread):
+    """Writes the counts of the web process about once a minute, off the request path."""
+
+    def __init__(self):
+        super().__init__(name="traffic-counts", daemon=True)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(FLUSH_SECONDS):
+            self.flush_logged()
+
+    def flush_logged(self) -> None:
+        try:
+            with db.connection():
+                flush()
+        except Exception as exc:  # a busy database: the counts wait for the next minute
+            log.warning("could not write request counts: %s", type(exc).__name__)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.flush_logged()

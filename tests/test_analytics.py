@@ -84,3 +84,13 @@ def test_no_other_route_in_the_app_carries_analytics(ga_app):
             assert "googletagmanager" not in response.headers.get("Content-Security-Policy", "")
         walked += 1
     assert walked >= 15
+
+
+def test_a_firms_own_subdomain_never_carries_analytics(make_instance):
+    instance = make_instance(
+        server={"routing_pages": "subdomain", "domain": "help.example"},
+        analytics={"google_analytics_id": GA},
+    )
+    app = webtest.TestApp(create_app(instance.config, instance))
+    assert GA in app.get("/privacy", headers={"Host": "help.example"}).text
+    assert GA not in app.get("/privacy", headers={"Host": "alpha.help.example"}).text

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+import webtest
 
 from outofoffice import db, dispatch, portability
 from outofoffice.models import Account, Dispatch, Route, Subject, Vendor
@@ -320,8 +321,12 @@ def test_malformed_import_files_are_reported_not_crashed_on(instance, conn):
         assert where in problems
 
 
-def test_changing_the_sign_in_address_takes_a_link_sent_to_the_new_one(owner_app, mailbox):
+def test_changing_the_sign_in_address_takes_a_link_sent_to_the_new_one(
+    owner_app, instance, firm, mailbox
+):
     app, _ = owner_app
+    other = webtest.TestApp(app.app)  # a second session, say on a stolen laptop
+    sign_in(other, instance, firm["account"])
     form = app.get("/dashboard/settings").forms["email"]
     form["email"] = "ann.new@alpha.example"
     page = form.submit().follow()
@@ -334,6 +339,11 @@ def test_changing_the_sign_in_address_takes_a_link_sent_to_the_new_one(owner_app
     app.post(link).follow()
     with db.connection():
         assert Account.get(Account.slug == "alpha").email == "ann.new@alpha.example"
+    assert other.get("/dashboard").status_int == 303  # every other session ended
+    notices = [m for m in mailbox.deliver() if m["To"] == "ann@alpha.example"]
+    assert notices and "changed" in notices[0]["Subject"]
+    # the same answer for an address another account uses, and no email to it
     taken = app.get("/dashboard/settings").forms["email"]
     taken["email"] = "bob@beta.example"
-    assert "another account" in taken.submit(status=400).text
+    assert "We sent a link to bob@beta.example" in taken.submit().follow().text
+    assert not [m for m in mailbox.deliver() if m["To"] == "bob@beta.example"]

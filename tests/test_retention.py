@@ -234,3 +234,32 @@ def test_retention_longer_than_the_promise_is_refused_by_name(tmp_path):
     path.write_text("[retention]\nip_days = 45\n")
     with pytest.raises(config.ConfigError, match=r"\[retention\] ip_days: 45 is longer"):
         config.load(path)
+
+
+def test_once_deletion_is_asked_no_vendor_hears_of_the_firm_again(instance, firm, mailbox):
+    dispatch.submit(instance, firm["account"], request_form(firm))
+    accounts.request_deletion(Account.get_by_id(firm["account"].id))
+    clock.advance(timedelta(minutes=20))
+    assert dispatch.escalate_due(instance) == 0
+    assert mailbox.deliver() == []
+
+
+def test_a_disabled_firms_queued_mail_stays_put(instance, firm, mailbox):
+    dispatch.submit(instance, firm["account"], request_form(firm))
+    accounts.set_status("alpha", "disabled", instance.config)
+    assert mailbox.deliver() == []
+    accounts.set_status("alpha", "active", instance.config)
+    assert [m["To"] for m in mailbox.deliver()].count("vera@plumb.example") == 1
+
+
+def test_request_counts_and_invitations_are_swept(instance, conn):
+    from outofoffice import traffic
+    from outofoffice.models import Invite, RequestCount
+
+    traffic.count("/r/<slug>", 200)
+    traffic.flush()
+    accounts.create_invite(instance, "new@firm.example")
+    clock.advance(timedelta(days=31))
+    removed = sweep(instance)
+    assert removed["request counts"] >= 1 and removed["invitations"] == 1
+    assert RequestCount.select().count() == 0 and Invite.select().count() == 0

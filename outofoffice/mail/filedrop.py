@@ -35,11 +35,16 @@ class FileMailer(Mailer):
         except OSError as exc:
             raise MailError(f"cannot write to {self.folder}: {exc.strerror}") from None
 
-    def forget(self, message_ids: list[str]) -> int:
-        """Remove the .eml files of these messages (their account was deleted)."""
+    def forget(self, message_ids: list[str], addresses: set[str]) -> int:
+        """Remove the .eml files of these messages, and any sent to these addresses
+        (their account was deleted; sign-in emails have no outbox row by then)."""
+        stems = {file_stem(m) for m in message_ids}
+        wanted = {f"To: {a}".encode() for a in addresses}
         removed = 0
-        for message_id in message_ids:
-            for path in self.folder.glob(f"*-{file_stem(message_id)}.eml"):
+        for path in self.folder.glob("*.eml") if self.folder.exists() else []:
+            head = path.read_bytes()[:4096]
+            to = next((line for line in head.splitlines() if line.startswith(b"To: ")), b"")
+            if any(path.stem.endswith(stem) for stem in stems) or to.strip() in wanted:
                 path.unlink()
                 removed += 1
         return removed

@@ -18,7 +18,7 @@ from outofoffice import clock, db
 from outofoffice.keys import Keys
 from outofoffice.mail.base import Mailer, MailError
 from outofoffice.mail.message import Message, header_safe, is_address
-from outofoffice.models import OutboxEmail
+from outofoffice.models import Account, OutboxEmail
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,15 @@ def message_for(row: OutboxEmail, keys: Keys, sender: str) -> Message:
     )
 
 
+def _deliverable():
+    """Rows that may go out: none of a disabled or deleted firm's mail (no caller's
+    details leave after the owner closed the account)."""
+    active = Account.select(Account.id).where(Account.status == "active")
+    return OutboxEmail.account.is_null() | OutboxEmail.account.in_(active)
+
+
 def backlog() -> int:
-    return OutboxEmail.select().where(OutboxEmail.status == "queued").count()
+    return OutboxEmail.select().where(OutboxEmail.status == "queued", _deliverable()).count()
 
 
 class Hooks:
@@ -142,7 +149,11 @@ def deliver_due(
     counts = {"sent": 0, "retry": 0, "dead": 0}
     due = list(
         OutboxEmail.select()
-        .where(OutboxEmail.status == "queued", OutboxEmail.next_attempt_at <= clock.now())
+        .where(
+            OutboxEmail.status == "queued",
+            OutboxEmail.next_attempt_at <= clock.now(),
+            _deliverable(),
+        )
         # the vendor who must act goes first; owners' notices and digests can wait a moment
         .order_by((OutboxEmail.kind != "vendor"), OutboxEmail.next_attempt_at, OutboxEmail.id)
         .limit(limit)

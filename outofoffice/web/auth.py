@@ -118,8 +118,7 @@ def install(app: bottle.Bottle) -> None:
         except accounts.LinkError:
             raise _gone() from None
         except accounts.ValidationError as exc:
-            message = " ".join(exc.errors.values())
-            raise fail(409, f"{message} Please sign up again.") from None
+            raise fail(409, " ".join(exc.errors.values())) from None
         if current():
             accounts.end_session(session_token())
         max_age = inst.config.retention.session_days * 86400

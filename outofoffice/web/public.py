@@ -26,6 +26,8 @@ def analytics_id() -> str:
     headers = bottle.request.headers
     if not configured or headers.get("DNT") == "1" or headers.get("Sec-GPC") == "1":
         return ""
+    if caller.slug_from_host() is not None:  # a firm's own pages, even its /privacy
+        return ""
     bottle.response.set_header("Content-Security-Policy", CSP_WITH_ANALYTICS)
     return configured
 
