@@ -141,26 +141,33 @@ def path_of(url: str) -> str:
     return "/" + url.split("/", 3)[3]
 
 
+ALPHA = {
+    "email": "ann@alpha.example",
+    "name": "Ann Alpha",
+    "business_name": "Alpha Properties",
+    "slug": "alpha",
+    "industry": "property_management",
+    "timezone": "Europe/London",
+}
+BETA = {
+    "email": "bob@beta.example",
+    "name": "Bob Beta",
+    "business_name": "Beta Legal",
+    "slug": "beta",
+    "industry": "legal",
+    "timezone": "America/New_York",
+}
+
+
+def make_owners():
+    """Alpha and Beta, for tests that open their own instance."""
+    return accounts.create_account(**ALPHA), accounts.create_account(**BETA)
+
+
 @pytest.fixture
 def owners(conn):
     """Two owners. Alpha and Beta are separate firms: neither may see the other's data."""
-    alpha = accounts.create_account(
-        email="ann@alpha.example",
-        name="Ann Alpha",
-        business_name="Alpha Properties",
-        slug="alpha",
-        industry="property_management",
-        timezone="Europe/London",
-    )
-    beta = accounts.create_account(
-        email="bob@beta.example",
-        name="Bob Beta",
-        business_name="Beta Legal",
-        slug="beta",
-        industry="legal",
-        timezone="America/New_York",
-    )
-    return alpha, beta
+    return make_owners()
 
 
 def sign_in(app: webtest.TestApp, instance: Instance, account) -> webtest.TestResponse:

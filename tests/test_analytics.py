@@ -7,7 +7,7 @@ import webtest
 
 from outofoffice import accounts, db, dispatch, owner_setup
 from outofoffice.web import create_app
-from tests.conftest import path_of, request_form, sign_in
+from tests.conftest import ALPHA, path_of, request_form, sign_in
 
 GA = "G-TEST12345"
 
@@ -34,14 +34,7 @@ def test_only_the_marketing_pages_carry_analytics(ga_app):
 def test_no_other_route_in_the_app_carries_analytics(ga_app):
     instance, app = ga_app
     with db.connection():
-        account = accounts.create_account(
-            email="ann@alpha.example",
-            name="Ann",
-            business_name="Alpha",
-            slug="alpha",
-            industry="property_management",
-            timezone="UTC",
-        )
+        account = accounts.create_account(**ALPHA)
     with db.connection():
         vendor = owner_setup.save(
             account, owner_setup.KINDS["vendors"], {"name": "Vera", "email": "vera@plumb.example"}

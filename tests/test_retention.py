@@ -12,7 +12,7 @@ from outofoffice import accounts, clock, db, dispatch, owner_setup, retention
 from outofoffice.cli import cli
 from outofoffice.models import Account, Dispatch, IPRecord, MagicLink, Session, SlugHold, Vendor
 from outofoffice.web import create_app
-from tests.conftest import csrf_of, deliver, path_of, request_form, sign_in
+from tests.conftest import ALPHA, csrf_of, deliver, make_owners, path_of, request_form, sign_in
 
 
 def sweep(instance) -> dict[str, int]:
@@ -35,14 +35,7 @@ def test_used_and_expired_links_are_swept(instance, owners):
 def test_sessions_end_and_are_swept_after_session_days(make_instance, days):
     instance = make_instance(retention={"session_days": days})
     with db.connection():
-        account = accounts.create_account(
-            email="o@x.example",
-            name="O",
-            business_name="X",
-            slug="xfirm",
-            industry="other",
-            timezone="UTC",
-        )
+        account = accounts.create_account(**ALPHA)
         token = path_of(accounts.login_link(instance, account)).rsplit("/", 1)[1]
         _, session = accounts.consume_link(instance, token)
     clock.advance(timedelta(days=days) - timedelta(minutes=1))
@@ -69,22 +62,7 @@ def test_deleting_an_account_closes_it_at_once_and_removes_it_at_the_sweep(make_
     instance = make_instance(mail={"backend": backend})
     app = webtest.TestApp(create_app(instance.config, instance))
     with db.connection():
-        alpha = accounts.create_account(
-            email="ann@alpha.example",
-            name="Ann",
-            business_name="Alpha Properties",
-            slug="alpha",
-            industry="property_management",
-            timezone="UTC",
-        )
-        beta = accounts.create_account(
-            email="bob@beta.example",
-            name="Bob",
-            business_name="Beta Legal",
-            slug="beta",
-            industry="legal",
-            timezone="UTC",
-        )
+        alpha, beta = make_owners()
     with db.connection():
         vera = owner_setup.save(
             alpha,
