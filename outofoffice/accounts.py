@@ -563,6 +563,12 @@ def session_account(token: str) -> tuple[Session, Account] | None:
     return session, session.account
 
 
+def end_all_sessions(account: Account) -> int:
+    """Sign out everywhere: every session of the account ends now."""
+    with db.write():
+        return Session.delete().where(Session.account == account).execute()
+
+
 def end_session(token: str) -> None:
     with db.write():
         Session.delete().where(Session.token_hash == hash_token(token)).execute()

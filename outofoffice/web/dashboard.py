@@ -289,6 +289,11 @@ def change_email():
     see_other(f"/dashboard/settings?email_sent={urllib.parse.quote(sent_to)}")
 
 
+def sign_out_everywhere():
+    accounts.end_all_sessions(require_owner())
+    see_other("/login", session_cookie("", 0))
+
+
 def save_settings():
     owner = require_owner()
     form = form_dict()
@@ -475,6 +480,7 @@ def install(app: bottle.Bottle) -> None:
     app.get("/dashboard/settings", callback=settings_page)
     app.post("/dashboard/settings", callback=save_settings)
     app.post("/dashboard/settings/email", callback=change_email)
+    app.post("/dashboard/settings/sessions", callback=sign_out_everywhere)
     app.get("/dashboard/dispatches", callback=dispatches_page)
     app.get("/dashboard/dispatches/<dispatch_id:int>", callback=dispatch_page)
     app.post("/dashboard/dispatches/<dispatch_id:int>/reassign", callback=reassign)
