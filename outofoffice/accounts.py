@@ -13,7 +13,7 @@ import zoneinfo
 from datetime import timedelta
 from functools import cache
 
-from outofoffice import clock, db
+from outofoffice import abuse, clock, db
 from outofoffice.errors import ValidationError
 from outofoffice.instance import Instance
 from outofoffice.keys import hash_token, new_token
@@ -350,17 +350,23 @@ def _send_login(instance: Instance, account: Account | None) -> None:
         _send_link(instance, "login", "")
 
 
-def request_login(instance: Instance, email: str) -> None:
-    """Queue a sign-in link if the address belongs to an active account.
+def request_login(instance: Instance, email: str, ip: str = "") -> None:
+    """Queue a sign-in link if the address belongs to an active account and neither
+    the address nor the requester is over its hourly limit.
 
     The page answers the same either way and nothing is sent inside the request.
     """
     with db.write():
-        _send_login(instance, Account.get_or_none(Account.email == normalise_email(email)))
+        account = Account.get_or_none(Account.email == normalise_email(email))
+        if not abuse.may_send_sign_in(instance.config, ip, account):
+            account = None  # the same work, nothing queued
+        _send_login(instance, account)
     outbox.wake()
 
 
-def request_signup(instance: Instance, form: dict[str, str], invite: str = "") -> None:
+def request_signup(
+    instance: Instance, form: dict[str, str], invite: str = "", ip: str = ""
+) -> None:
     """Validate a signup and email a confirmation link; the account is created only
     when the link is used, so an unconfirmed signup holds no slug. The form data
     waits in the link's row, encrypted."""
@@ -373,7 +379,9 @@ def request_signup(instance: Instance, form: dict[str, str], invite: str = "") -
         data["invite"] = hash_token(invite)
     with db.write():
         existing = Account.get_or_none(Account.email == data["email"])
-        if existing is not None:
+        if not abuse.may_send_sign_in(instance.config, ip, existing):
+            _send_login(instance, None)  # over a limit: the same answer, nothing queued
+        elif existing is not None:
             _send_login(instance, existing)  # same answer; the owner may just sign in
         else:
             _send_link(

@@ -391,6 +391,63 @@ def rotate_key(state: State) -> None:
     )
 
 
+@cli.group("abuse")
+def abuse_group() -> None:
+    """See, add and remove blocked IP addresses."""
+
+
+@abuse_group.command("list")
+@pass_state
+def abuse_list(state: State) -> None:
+    """List blocked addresses."""
+    from outofoffice import abuse
+
+    state.instance()
+    with db.connection():
+        rows = abuse.blocks()
+    if not rows:
+        click.echo("no blocked addresses")
+    for row in rows:
+        until = f"until {row.expires_at:%Y-%m-%d %H:%M} UTC" if row.expires_at else "for good"
+        click.echo(f"{row.ip:<40} {until:<27} {row.reason}")
+
+
+@abuse_group.command("block")
+@click.argument("ip")
+@click.option("--days", type=click.IntRange(1, 3650), help="Lift the block after N days.")
+@click.option("--reason", default="", help="A note for other admins.")
+@pass_state
+def abuse_block(state: State, ip: str, days: int | None, reason: str) -> None:
+    """Refuse requests and sign-in emails from an IP address."""
+    from outofoffice import abuse
+
+    state.instance()
+    with db.connection():
+        try:
+            abuse.block(ip, days, reason)
+        except ValueError as exc:
+            raise click.ClickException(f"IP: {exc}") from None
+    click.echo(f"blocked {ip}" + (f" for {days} day(s)" if days else ""))
+
+
+@abuse_group.command("unblock")
+@click.argument("ip")
+@pass_state
+def abuse_unblock(state: State, ip: str) -> None:
+    """Lift the block on an IP address."""
+    from outofoffice import abuse
+
+    state.instance()
+    with db.connection():
+        try:
+            lifted = abuse.unblock(ip)
+        except ValueError as exc:
+            raise click.ClickException(f"IP: {exc}") from None
+    if not lifted:
+        raise click.ClickException(f"{ip} is not blocked")
+    click.echo(f"unblocked {ip}")
+
+
 @cli.command()
 @pass_state
 def sweep(state: State) -> None:

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from outofoffice import accounts, clock, db, notify, routing
+from outofoffice import abuse, accounts, clock, db, notify, routing
 from outofoffice.errors import ValidationError
 from outofoffice.instance import Instance
 from outofoffice.keys import hash_token
@@ -160,8 +160,9 @@ class Submission:
     repeat: bool
 
 
-def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submission:
-    """Create a dispatch and queue its emails in one transaction (SPEC section 6)."""
+def submit(instance: Instance, account: Account, form: dict[str, str], ip: str = "") -> Submission:
+    """Create a dispatch and queue its emails in one transaction (SPEC section 6).
+    abuse.Refused when the address or the firm is over its hourly limit."""
     if account.status != "active":
         raise ActionError("This firm is not taking requests online.", 403)
     data = clean_request(account, form)
@@ -175,6 +176,8 @@ def submit(instance: Instance, account: Account, form: dict[str, str]) -> Submis
     route, vendors = matched or (None, [])
     silence_ends = now + timedelta(minutes=account.escalate_after_minutes)
     with db.write():
+        abuse.check_dispatch(instance.config, account, ip)
+        abuse.record(ip, "dispatch", account)
         repeat = db.first(
             Dispatch,
             REPEAT_SQL,

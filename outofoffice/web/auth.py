@@ -4,6 +4,7 @@ import bottle
 
 from outofoffice import accounts
 from outofoffice.web.context import (
+    client_ip,
     current,
     fail,
     instance,
@@ -62,7 +63,7 @@ def install(app: bottle.Bottle) -> None:
         form = {k: bottle.request.forms.getunicode(k, "") or "" for k in accounts.SIGNUP_FIELDS}
         invite = bottle.request.forms.getunicode("invite", "") or ""
         try:
-            accounts.request_signup(inst, form, invite=invite)
+            accounts.request_signup(inst, form, invite=invite, ip=client_ip())
         except accounts.ValidationError as exc:
             if "invite" in exc.errors and inst.config.server.signup == "invite":
                 return _signup_page({}, {}, status=403, closed=exc.errors["invite"])
@@ -84,7 +85,7 @@ def install(app: bottle.Bottle) -> None:
         email = accounts.normalise_email(bottle.request.forms.getunicode("email", "") or "")
         if problem := accounts.email_problem(email):
             return page("login.html", status=400, form={"email": email}, errors={"email": problem})
-        accounts.request_login(inst, email)
+        accounts.request_login(inst, email, client_ip())
         return page(
             "check_email.html",
             email=email,

@@ -2,12 +2,13 @@
 
 import bottle
 
-from outofoffice import db, dispatch, owner_setup, routing
+from outofoffice import abuse, db, dispatch, owner_setup, routing
 from outofoffice.errors import ValidationError
 from outofoffice.models import Account
-from outofoffice.web.context import fail, instance, page, see_other
+from outofoffice.web.context import client_ip, fail, instance, page, see_other
 
 FIELDS = ("subject", "category", "name", "phone", "description")
+HONEYPOT = "website"
 
 
 def slug_from_host() -> str | None:
@@ -50,11 +51,18 @@ def routing_page(slug: str):
         return page("routing_closed.html", status=status, account=account)
     if bottle.request.method == "GET":
         return _form_page(account, dict.fromkeys(FIELDS, ""), {})
+    if bottle.request.forms.get(HONEYPOT):  # people never see this field; bots fill it
+        raise fail(400, "This request could not be sent. Please phone the firm.")
     form = {k: bottle.request.forms.getunicode(k, "") or "" for k in FIELDS}
     try:
-        submission = dispatch.submit(instance(), account, form)
+        submission = dispatch.submit(instance(), account, form, client_ip())
     except ValidationError as exc:
         return _form_page(account, form, exc.errors, status=400)
+    except abuse.Refused:
+        phone = f" on {account.contact_phone}" if account.contact_phone else ""
+        raise fail(
+            429, f"Too many requests came from here. Please phone the firm{phone}."
+        ) from None
     if submission.repeat:
         return page("repeat.html", account=account, d=submission.dispatch)
     see_other(f"/s/{submission.status_token}?sent=1")

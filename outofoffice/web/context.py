@@ -24,6 +24,12 @@ def instance() -> Instance:
     return bottle.request.app.config["outofoffice.instance"]
 
 
+def client_ip() -> str:
+    """The socket peer, as waitress gives it: X-Forwarded-For counts only when it comes
+    from [server] trusted_proxy (waitress applies it), never from bottle's own parsing."""
+    return bottle.request.environ.get("REMOTE_ADDR", "")
+
+
 def cookie_name() -> str:
     return ("__Host-" if instance().config.https else "") + SESSION_COOKIE
 

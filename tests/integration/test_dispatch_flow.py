@@ -191,3 +191,32 @@ def test_the_server_log_holds_no_caller_words_tokens_or_secrets(tmp_path, server
         secret,
     ):
         assert needle not in log, needle
+
+
+def test_forged_forwarded_for_headers_do_not_escape_the_limit(tmp_path, servers):
+    port = free_port()
+    with SMTPSink() as sink:
+        cfg = setup(tmp_path, sink.port, port)
+        cfg.write_text(cfg.read_text() + "\n[abuse]\ndispatches_per_ip_per_hour = 3\n")
+        server = servers(tmp_path, "--config", str(cfg), port=port)
+        statuses = []
+        for n in range(4):
+            browser = Browser(server.url)
+            page = browser.request("/r/lakeshore")[2]
+            subject = re.search(r'<option value="(\d+)">Elm Street', page).group(1)
+            category = re.search(r'value="(\d+)"[^>]*>\s*<span><strong>Gas smell', page).group(1)
+            statuses.append(
+                browser.request(
+                    "/r/lakeshore",
+                    {
+                        "subject": subject,
+                        "category": category,
+                        "name": f"Caller {n}",
+                        "phone": f"+1 312 555 01{n}0",
+                        "description": "Gas",
+                    },
+                    headers={"X-Forwarded-For": f"10.0.0.{n}", "Forwarded": f"for=10.1.0.{n}"},
+                )[0]
+            )
+        assert statuses == [200, 200, 200, 429]  # 200: the 303 was followed to the status page
+        assert len(sink.wait_for(3, timeout=10)) >= 3

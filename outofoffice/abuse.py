@@ -1,0 +1,96 @@
+"""Rate limits, IP records and the blocklist.
+
+An IP address is recorded for each dispatch and each sign-in request, for abuse
+detection only; the sweep removes it after ip_days. The client is the socket peer
+(REMOTE_ADDR), which waitress rewrites from X-Forwarded-For only for the configured
+trusted proxy: a forged header from anyone else changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from ipaddress import ip_address
+
+from outofoffice import clock, db
+from outofoffice.config import Config
+from outofoffice.models import Account, Dispatch, IPBlock, IPRecord
+
+HOUR = timedelta(hours=1)
+
+
+class Refused(Exception):
+    """Too many requests, or a blocked address: the caller is told to phone instead."""
+
+
+def check_ip(value: str) -> str:
+    """A normalised IP address, or ValueError naming the problem."""
+    try:
+        return str(ip_address(value.strip()))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+def is_blocked(ip: str) -> bool:
+    block = IPBlock.get_or_none(IPBlock.ip == ip)
+    return block is not None and (block.expires_at is None or block.expires_at > clock.now())
+
+
+def _recent(kind: str, **where) -> int:
+    query = IPRecord.select().where(IPRecord.kind == kind, IPRecord.at > clock.now() - HOUR)
+    for column, value in where.items():
+        query = query.where(getattr(IPRecord, column) == value)
+    return query.count()
+
+
+def record(ip: str, kind: str, account: Account | None = None) -> None:
+    if ip:
+        db.insert(IPRecord, ip=ip, kind=kind, account=account, at=clock.now())
+
+
+def check_dispatch(config: Config, account: Account, ip: str) -> None:
+    """Refused when the address is blocked or over its hourly limit, or the firm is
+    over its own (a flood against one firm pages no one)."""
+    limits = config.abuse
+    if ip and (is_blocked(ip) or _recent("dispatch", ip=ip) >= limits.dispatches_per_ip_per_hour):
+        raise Refused(ip)
+    recent = Dispatch.select().where(
+        Dispatch.account == account, Dispatch.created_at > clock.now() - HOUR
+    )
+    if recent.count() >= limits.dispatches_per_account_per_hour:
+        raise Refused(account.slug)
+
+
+def may_send_sign_in(config: Config, ip: str, account: Account | None) -> bool:
+    """Whether a sign-in email may go out now (per address and per IP, per hour). The
+    request is recorded either way, so the work does not depend on the answer."""
+    limits = config.abuse
+    allowed = not (ip and is_blocked(ip))
+    if ip and _recent("login_email", ip=ip) >= limits.login_emails_per_ip_per_hour:
+        allowed = False
+    if account is not None and (
+        _recent("login_email", account=account.id) >= limits.login_emails_per_address_per_hour
+    ):
+        allowed = False
+    record(ip, "login_email", account)
+    return allowed
+
+
+def block(ip: str, days: int | None, reason: str = "") -> None:
+    ip = check_ip(ip)
+    expires = clock.now() + timedelta(days=days) if days else None
+    with db.write():
+        IPBlock.insert(
+            ip=ip, reason=reason, created_at=clock.now(), expires_at=expires
+        ).on_conflict(
+            conflict_target=[IPBlock.ip],
+            update={IPBlock.expires_at: expires, IPBlock.reason: reason},
+        ).execute()
+
+
+def unblock(ip: str) -> bool:
+    with db.write():
+        return IPBlock.delete().where(IPBlock.ip == check_ip(ip)).execute() > 0
+
+
+def blocks() -> list[IPBlock]:
+    return list(IPBlock.select().order_by(IPBlock.created_at))
