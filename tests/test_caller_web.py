@@ -139,3 +139,44 @@ def test_an_old_link_shows_nothing_once_the_request_moved_on(app, firm, mailbox)
     stale = app.get(paths["Accept"], status=409)
     assert "no longer with you" in stale.text and "Tina Tenant" not in stale.text
     app.post(paths["Accept"], status=409)
+
+
+PAYLOADS = ('<script>alert("x")</script>', '<svg onload="alert(1)">', "Name\r\nBcc: evil@x.example")
+
+
+def test_hostile_caller_input_is_inert_in_every_page_and_email(app, instance, firm, mailbox):
+    from tests.conftest import csrf_of, sign_in
+
+    form = request_form(firm, name=PAYLOADS[1], description="\n".join(PAYLOADS))
+    status_page = app.post("/r/alpha", form).follow()
+    messages = mailbox.deliver()
+    vendor_mail = next(m for m in messages if m["To"] == "vera@plumb.example")
+    path = next(iter(re.findall(r"Accept: +\S+?(/v/\S+)", mailbox.text(vendor_mail))))
+    owner = sign_in(app, instance, firm["account"])
+    with db.connection():
+        d = Dispatch.get()
+    pages = [
+        status_page.text,
+        app.get(path).text,
+        owner.text,
+        app.get("/dashboard/dispatches").text,
+        app.get(f"/dashboard/dispatches/{d.id}").text,
+    ]
+    for text in pages:
+        assert "<script>alert" not in text and "<svg onload" not in text
+    assert "&lt;script&gt;" in app.get(f"/dashboard/dispatches/{d.id}").text
+    for message in messages:
+        assert "Bcc" not in {k for k, _ in message.items()}
+        html = message.get_body(preferencelist=("html",)).get_content()
+        assert "<script>alert" not in html and "<svg onload" not in html
+    assert csrf_of(owner)
+
+
+def test_invalid_utf8_in_a_form_is_a_4xx_and_stores_nothing(app, firm):
+    body = b"name=%FF%FE&phone=%FF&description=%C3%28&category=1"
+    response = app.post(
+        "/r/alpha", body, content_type="application/x-www-form-urlencoded", expect_errors=True
+    )
+    assert 400 <= response.status_int < 500
+    with db.connection():
+        assert Dispatch.select().count() == 0
