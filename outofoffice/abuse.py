@@ -13,7 +13,7 @@ from ipaddress import ip_address
 
 from outofoffice import clock, db
 from outofoffice.config import Config
-from outofoffice.models import Account, Dispatch, IPBlock, IPRecord
+from outofoffice.models import Account, IPBlock, IPRecord
 
 HOUR = timedelta(hours=1)
 
@@ -30,16 +30,30 @@ def check_ip(value: str) -> str:
         raise ValueError(f"{value!r} is not an IP address") from None
 
 
+# Every request runs these: fixed SQL text (see db.insert).
+BLOCKED_SQL = (
+    'SELECT 1 FROM "ip_block" WHERE "ip" = ? AND ("expires_at" IS NULL OR "expires_at" > ?)'
+)
+RECENT_SQL = {
+    "ip": 'SELECT COUNT(*) FROM "ip_record" WHERE "kind" = ? AND "ip" = ? AND "at" > ?',
+    "account": (
+        'SELECT COUNT(*) FROM "ip_record" WHERE "kind" = ? AND "account_id" = ? AND "at" > ?'
+    ),
+}
+FIRM_SQL = 'SELECT COUNT(*) FROM "dispatch" WHERE "account_id" = ? AND "created_at" > ?'
+
+
+def _scalar(text: str, *params):
+    return db.database.execute_sql(db.sql(text), params).fetchone()
+
+
 def is_blocked(ip: str) -> bool:
-    block = IPBlock.get_or_none(IPBlock.ip == ip)
-    return block is not None and (block.expires_at is None or block.expires_at > clock.now())
+    return _scalar(BLOCKED_SQL, ip, clock.now()) is not None
 
 
 def _recent(kind: str, **where) -> int:
-    query = IPRecord.select().where(IPRecord.kind == kind, IPRecord.at > clock.now() - HOUR)
-    for column, value in where.items():
-        query = query.where(getattr(IPRecord, column) == value)
-    return query.count()
+    ((column, value),) = where.items()
+    return _scalar(RECENT_SQL[column], kind, value, clock.now() - HOUR)[0]
 
 
 def record(ip: str, kind: str, account: Account | None = None) -> None:
@@ -53,10 +67,10 @@ def check_dispatch(config: Config, account: Account, ip: str) -> None:
     limits = config.abuse
     if ip and (is_blocked(ip) or _recent("dispatch", ip=ip) >= limits.dispatches_per_ip_per_hour):
         raise Refused(ip)
-    recent = Dispatch.select().where(
-        Dispatch.account == account, Dispatch.created_at > clock.now() - HOUR
-    )
-    if recent.count() >= limits.dispatches_per_account_per_hour:
+    if (
+        _scalar(FIRM_SQL, account.id, clock.now() - HOUR)[0]
+        >= limits.dispatches_per_account_per_hour
+    ):
         raise Refused(account.slug)
 
 
