@@ -124,6 +124,7 @@ def main() -> None:
         raise SystemExit("the server did not start")
     subject = re.search(r'<option value="(\d+)">', page).group(1)
     category = re.search(r'name="category" value="(\d+)"', page).group(1)
+    token = re.search(r'name="form_token" value="([^"]+)"', page).group(1)  # lasts hours
 
     total = int(args.rate * args.seconds)
     sent_at: dict[int, float] = {}
@@ -142,6 +143,7 @@ def main() -> None:
                 "name": f"Bench Caller {n}",
                 "phone": f"+1 555 {n:07d}",
                 "description": f"Load test request bench-{n}-end",
+                "form_token": token,
             }
         )
         headers = {"Content-Type": "application/x-www-form-urlencoded"}

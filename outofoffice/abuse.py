@@ -13,7 +13,9 @@ from ipaddress import ip_address
 
 from outofoffice import clock, db
 from outofoffice.config import Config
+from outofoffice.keys import Keys
 from outofoffice.models import Account, IPBlock, IPRecord
+from outofoffice.policy import FORM_TOKEN_HOURS
 
 HOUR = timedelta(hours=1)
 
@@ -87,6 +89,24 @@ def may_send_sign_in(config: Config, ip: str, account: Account | None) -> bool:
         allowed = False
     record(ip, "login_email", account)
     return allowed
+
+
+def form_token(keys: Keys, account: Account) -> str:
+    """A token for the routing page's form: a page loaded from this site carries it, so
+    a form posted blind from another site, or a bot that never loads the page, is
+    refused. It names the firm and the time it was issued, and lasts FORM_TOKEN_HOURS."""
+    issued = int(clock.timestamp())
+    return f"{issued}.{keys.sign('form-token', f'{account.id}.{issued}')}"
+
+
+def form_token_ok(keys: Keys, account: Account, token: str) -> bool:
+    issued, _, signature = token.partition(".")
+    if not issued.isdigit() or len(issued) > 12:
+        return False
+    age = clock.timestamp() - int(issued)
+    return -300 < age < FORM_TOKEN_HOURS * 3600 and keys.verify(
+        "form-token", f"{account.id}.{issued}", signature
+    )
 
 
 def block(ip: str, days: int | None, reason: str = "") -> None:

@@ -18,3 +18,4 @@ DESCRIPTION_MAX = 4000
 REQUEST_BODY_MAX = 64 * 1024
 
 INVITE_DAYS = 7
+FORM_TOKEN_HOURS = 12  # a routing page may sit open all evening before the call

@@ -11,6 +11,7 @@ import email.policy
 import re
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import webtest
@@ -132,9 +133,31 @@ def mailbox(instance) -> Mailbox:
     return Mailbox(instance)
 
 
+class Client(webtest.TestApp):
+    """WebTest as a browser: it asks for the configured host, and a POST to a routing
+    page carries the form token from that page, as a caller who loaded it would."""
+
+    def __init__(self, wsgi, **kwargs):
+        base_url = wsgi.config["outofoffice.instance"].config.base_url
+        extra = {"HTTP_HOST": urlsplit(base_url).netloc} | kwargs.pop("extra_environ", {})
+        super().__init__(wsgi, extra_environ=extra, **kwargs)
+
+    def post(self, url, params="", *args, **kwargs):
+        if url.startswith("/r/") and isinstance(params, dict) and "form_token" not in params:
+            environ = {k: kwargs[k] for k in ("headers", "extra_environ") if k in kwargs}
+            page = self.get(url, status="*", **environ)
+            token = page.html.find("input", {"name": "form_token"})
+            params = params | ({"form_token": token["value"]} if token else {})
+        return super().post(url, params, *args, **kwargs)
+
+
+def client(instance: Instance, **kwargs) -> Client:
+    return Client(create_app(instance.config, instance), **kwargs)
+
+
 @pytest.fixture
-def app(instance) -> webtest.TestApp:
-    return webtest.TestApp(create_app(instance.config, instance))
+def app(instance) -> Client:
+    return client(instance)
 
 
 def path_of(url: str) -> str:

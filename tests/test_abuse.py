@@ -1,17 +1,18 @@
 """Abuse controls: rate limits, the honeypot, the blocklist; forged headers change nothing."""
 
-import webtest
+from datetime import timedelta
+
+import pytest
 from click.testing import CliRunner
 
-from outofoffice import db
+from outofoffice import clock, db
 from outofoffice.cli import cli
 from outofoffice.models import Dispatch, IPRecord, OutboxEmail
-from outofoffice.web import create_app
-from tests.conftest import request_form
+from tests.conftest import client, request_form
 
 
 def from_ip(instance, ip):
-    return webtest.TestApp(create_app(instance.config, instance), extra_environ={"REMOTE_ADDR": ip})
+    return client(instance, extra_environ={"REMOTE_ADDR": ip})
 
 
 def test_the_fourth_request_in_an_hour_from_one_address_pages_no_one(make_instance, request):
@@ -71,6 +72,40 @@ def test_the_honeypot_must_stay_empty(app, firm):
     assert "phone the firm" in page.text
     with db.connection():
         assert Dispatch.select().count() == 0
+
+
+def token_of(page) -> str:
+    return page.html.find("input", {"name": "form_token"})["value"]
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "garbage", "99999999999999.x", "1.AAAA"],
+    ids=["missing", "garbage", "far-future", "forged"],
+)
+def test_a_routing_form_without_a_valid_token_sends_nothing(app, firm, token):
+    form = request_form(firm, description="Water in the hall") | {"form_token": token}
+    page = app.post("/r/alpha", form, status=400)
+    assert "send it again" in page.text
+    assert "Water in the hall" in page.text  # what the caller typed is kept
+    with db.connection():
+        assert Dispatch.select().count() == 0 and OutboxEmail.select().count() == 0
+    # the page carries a fresh token: sending it again works
+    form["form_token"] = token_of(page)
+    assert app.post("/r/alpha", form).status_int == 303
+
+
+def test_a_form_token_lasts_hours_and_belongs_to_one_firm(app, firm):
+    token = token_of(app.get("/r/alpha"))
+    clock.advance(timedelta(hours=11))
+    assert app.post("/r/alpha", request_form(firm) | {"form_token": token}).status_int == 303
+    clock.advance(timedelta(hours=2))
+    stale = request_form(firm, phone="+1 555 0123") | {"form_token": token}
+    app.post("/r/alpha", stale, status=400)
+    beta_token = token_of(app.get("/r/beta"))
+    app.post("/r/alpha", stale | {"form_token": beta_token}, status=400)
+    with db.connection():
+        assert Dispatch.select().count() == 1
 
 
 def test_the_blocklist_from_the_cli(instance, firm):

@@ -3,11 +3,9 @@
 import re
 
 import pytest
-import webtest
 
 from outofoffice import accounts, db, dispatch, owner_setup
-from outofoffice.web import create_app
-from tests.conftest import ALPHA, path_of, request_form, sign_in
+from tests.conftest import ALPHA, client, path_of, request_form, sign_in
 
 GA = "G-TEST12345"
 
@@ -15,7 +13,7 @@ GA = "G-TEST12345"
 @pytest.fixture
 def ga_app(make_instance):
     instance = make_instance(analytics={"google_analytics_id": GA})
-    return instance, webtest.TestApp(create_app(instance.config, instance))
+    return instance, client(instance)
 
 
 def test_only_the_marketing_pages_carry_analytics(ga_app):
@@ -84,6 +82,6 @@ def test_a_firms_own_subdomain_never_carries_analytics(make_instance):
         server={"routing_pages": "subdomain", "domain": "help.example"},
         analytics={"google_analytics_id": GA},
     )
-    app = webtest.TestApp(create_app(instance.config, instance))
+    app = client(instance)
     assert GA in app.get("/privacy", headers={"Host": "help.example"}).text
     assert GA not in app.get("/privacy", headers={"Host": "alpha.help.example"}).text

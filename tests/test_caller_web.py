@@ -2,12 +2,9 @@
 
 import re
 
-import webtest
-
 from outofoffice import accounts, db
 from outofoffice.models import Dispatch, DispatchEvent
-from outofoffice.web import create_app
-from tests.conftest import request_form
+from tests.conftest import client, request_form
 
 
 def vendor_paths(mailbox, address):
@@ -109,7 +106,7 @@ def test_the_status_page_hides_the_vendor(app, firm, mailbox):
 
 def test_subdomain_mode_serves_routing_pages_on_slug_hosts(make_instance):
     instance = make_instance(server={"routing_pages": "subdomain", "domain": "help.example"})
-    app = webtest.TestApp(create_app(instance.config, instance))
+    app = client(instance)
     with db.connection():
         accounts.create_account(
             email="o@x.example",

@@ -6,11 +6,10 @@ import json
 import re
 
 import pytest
-import webtest
 
 from outofoffice import db, dispatch, portability
 from outofoffice.models import Account, Dispatch, Route, Subject, Vendor
-from tests.conftest import DATA, csrf_of, request_form, sign_in
+from tests.conftest import DATA, Client, csrf_of, request_form, sign_in
 
 SAMPLE = DATA / "export-sample.json"
 
@@ -325,7 +324,7 @@ def test_changing_the_sign_in_address_takes_a_link_sent_to_the_new_one(
     owner_app, instance, firm, mailbox
 ):
     app, _ = owner_app
-    other = webtest.TestApp(app.app)  # a second session, say on a stolen laptop
+    other = Client(app.app)  # a second session, say on a stolen laptop
     sign_in(other, instance, firm["account"])
     form = app.get("/dashboard/settings").forms["email"]
     form["email"] = "ann.new@alpha.example"

@@ -1,12 +1,11 @@
 """Hypothesis throws odd input at every public form: nothing may answer 5xx."""
 
 import pytest
-import webtest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from outofoffice import accounts, db, owner_setup
-from outofoffice.web import create_app
+from tests.conftest import client
 
 TEXT = st.one_of(
     st.text(max_size=300),
@@ -57,7 +56,7 @@ def fuzz_app(tmp_path_factory):
         )
         owner_setup.save(account, owner_setup.KINDS["subjects"], {"name": "S"})
         owner_setup.create_route(account, "", "", "always", [str(vendor.id)])
-    return webtest.TestApp(create_app(cfg, instance))
+    return client(instance)
 
 
 def _fuzz(app, path, fields, values, raw):

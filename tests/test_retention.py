@@ -5,14 +5,21 @@ import sys
 from datetime import timedelta
 
 import pytest
-import webtest
 from click.testing import CliRunner
 
 from outofoffice import accounts, clock, db, dispatch, owner_setup, retention
 from outofoffice.cli import cli
 from outofoffice.models import Account, Dispatch, IPRecord, MagicLink, Session, SlugHold, Vendor
-from outofoffice.web import create_app
-from tests.conftest import ALPHA, csrf_of, deliver, make_owners, path_of, request_form, sign_in
+from tests.conftest import (
+    ALPHA,
+    client,
+    csrf_of,
+    deliver,
+    make_owners,
+    path_of,
+    request_form,
+    sign_in,
+)
 
 
 def sweep(instance) -> dict[str, int]:
@@ -60,7 +67,7 @@ def test_ip_records_go_after_ip_days_and_leave_no_trace_in_any_file(instance, ow
 @pytest.mark.parametrize("backend", ["console", "file"])
 def test_deleting_an_account_closes_it_at_once_and_removes_it_at_the_sweep(make_instance, backend):
     instance = make_instance(mail={"backend": backend})
-    app = webtest.TestApp(create_app(instance.config, instance))
+    app = client(instance)
     with db.connection():
         alpha, beta = make_owners()
     with db.connection():
@@ -167,7 +174,7 @@ def test_privacy_shows_the_configured_figures_and_operator(make_instance):
         retention={"session_days": 20, "ip_days": 14},
         operator={"name": "Lakeshore Hosting", "contact_email": "privacy@lakeshore.example"},
     )
-    page = webtest.TestApp(create_app(instance.config, instance)).get("/privacy")
+    page = client(instance).get("/privacy")
     assert "after 20 days" in page.text and "at most 14 days" in page.text
     assert "Lakeshore Hosting" in page.text and "privacy@lakeshore.example" in page.text
     assert "Nobody: this instance sends no data to other services." in page.text

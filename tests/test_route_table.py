@@ -6,12 +6,10 @@ owner A's, with A's data unchanged."""
 import re
 
 import pytest
-import webtest
 
 from outofoffice import db, dispatch
 from outofoffice.models import Category, Dispatch, Route, Subject, Vendor
-from outofoffice.web import create_app
-from tests.conftest import csrf_of, request_form, sign_in
+from tests.conftest import Client, client, csrf_of, request_form, sign_in
 
 PARAM = re.compile(r"<([a-z_]+)(?::[a-z]+)?>")
 
@@ -80,7 +78,7 @@ def test_every_dashboard_post_refuses_a_missing_or_wrong_csrf_token(app, instanc
 
 def test_owner_b_gets_404_for_every_object_of_owner_a(instance, firm, owners, alpha_ids):
     _, beta = owners
-    app = webtest.TestApp(create_app(instance.config, instance))
+    app = client(instance)
     token = csrf_of(sign_in(app, instance, beta))
     before = snapshot(firm["account"])
     object_rules = [
@@ -109,7 +107,7 @@ def test_owner_b_gets_404_for_every_object_of_owner_a(instance, firm, owners, al
 
 
 def test_sign_out_everywhere_ends_every_session(app, instance, firm):
-    other = webtest.TestApp(app.app)
+    other = Client(app.app)
     sign_in(other, instance, firm["account"])
     page = sign_in(app, instance, firm["account"])
     app.post("/dashboard/settings/sessions", {"csrf_token": csrf_of(page)}, status=303)

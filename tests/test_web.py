@@ -5,13 +5,12 @@ import re
 from datetime import timedelta
 
 import pytest
-import webtest
 
 from outofoffice import clock, db
 from outofoffice.models import Account, Session
 from outofoffice.templating import TEMPLATES
 from outofoffice.web import create_app
-from tests.conftest import csrf_of, path_of, sign_in
+from tests.conftest import Client, client, csrf_of, path_of, sign_in
 
 SIGNUP = {
     "email": "dee@delta.example",
@@ -51,7 +50,7 @@ def test_a_crash_gets_a_friendly_500_without_a_traceback(instance):
     def crash():
         raise RuntimeError("secret internals")
 
-    page = webtest.TestApp(wsgi).get("/crash-for-test", status=500, expect_errors=True)
+    page = Client(wsgi).get("/crash-for-test", status=500, expect_errors=True)
     assert "Something went wrong" in page.text
     assert "secret internals" not in page.text and "Traceback" not in page.text
     assert page.headers["Content-Security-Policy"]
@@ -80,7 +79,7 @@ def test_every_response_carries_the_security_headers(app, method, path, status):
 
 def test_https_adds_hsts_and_a_host_prefixed_secure_cookie(make_instance):
     instance = make_instance(server={"base_url": "https://oop.example.test"})
-    app = webtest.TestApp(create_app(instance.config, instance))
+    app = client(instance)
     assert "max-age=" in app.get("/").headers["Strict-Transport-Security"]
     with db.connection():
         account = Account.create(
@@ -153,14 +152,14 @@ class TestLogin:
         app.post(path_of(link), status=410)
         assert app.get("/dashboard").status_int == 303
 
-    def test_emailed_links_ignore_the_host_header(self, app, owners, mailbox):
-        app.post(
-            "/login",
-            {"email": "ann@alpha.example"},
-            headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"},
-        )
+    def test_a_forged_host_is_refused_and_links_come_from_base_url(self, app, owners, mailbox):
+        form = {"email": "ann@alpha.example"}
+        page = app.post("/login", form, headers={"Host": "evil.example"}, status=400)
+        assert "http://oop.example.test" in page.text
+        assert mailbox.links() == []
+        app.post("/login", form, headers={"X-Forwarded-Host": "evil.example"})
         [link] = mailbox.links()
-        assert link.startswith("http://oop.example.test/")
+        assert link.startswith("http://oop.example.test/auth/")
 
 
 class TestSignup:
@@ -189,7 +188,7 @@ class TestSignup:
 
     def test_closed_signup_refuses(self, make_instance):
         instance = make_instance(server={"signup": "closed"})
-        app = webtest.TestApp(create_app(instance.config, instance))
+        app = client(instance)
         assert "not taking new accounts" in app.get("/signup").text
         assert "not taking new accounts" in app.post("/signup", SIGNUP, status=403).text
         assert not app.get("/").html.find("a", href="/signup")
@@ -198,7 +197,7 @@ class TestSignup:
         from outofoffice import accounts
 
         instance = make_instance(server={"signup": "invite"})
-        app = webtest.TestApp(create_app(instance.config, instance))
+        app = client(instance)
         assert "by invitation" in app.get("/signup").text
         app.post("/signup", SIGNUP, status=403)
         with db.connection():
@@ -226,7 +225,7 @@ class TestLogoutAndCsrf:
             assert Session.select().count() == 0
 
     def test_one_owners_csrf_token_does_not_work_for_another(self, instance, owners):
-        first, second = (webtest.TestApp(create_app(instance.config, instance)) for _ in "12")
+        first, second = (client(instance) for _ in "12")
         token_a = csrf_of(sign_in(first, instance, owners[0]))
         sign_in(second, instance, owners[1])
         second.post("/logout", {"csrf_token": token_a}, status=403)
@@ -243,6 +242,41 @@ class TestLogoutAndCsrf:
 def test_a_too_large_body_gets_413(app):
     page = app.post("/login", {"email": "a@b.example", "pad": "x" * 70_000}, status=413)
     assert "64 KiB" in page.text
+
+
+class TestHostHeader:
+    @pytest.mark.parametrize(
+        "host",
+        ["evil.example", "oop.example.test.evil.example", "alpha.oop.example.test", "[::1", ""],
+    )
+    def test_path_mode_answers_only_base_urls_host(self, app, host):
+        page = app.get("/login", headers={"Host": host}, status=400)
+        assert "http://oop.example.test" in page.text
+        assert app.get("/login", headers={"Host": "OOP.example.test:8443"}).status_int == 200
+
+    def test_healthz_answers_probes_by_address(self, app):
+        report = app.get("/healthz", headers={"Host": "10.0.0.5:8080"}, status=503).json
+        assert report["database"] == "ok"  # 503 only because no scheduler runs in this test
+
+    def test_a_loopback_base_url_accepts_every_loopback_name(self, make_instance):
+        app = client(make_instance(server={"base_url": "http://127.0.0.1:8080"}))
+        for host in ("127.0.0.1:8080", "localhost:8080", "[::1]:8080"):
+            assert app.get("/", headers={"Host": host}).status_int == 200
+        app.get("/", headers={"Host": "rebind.evil.example:8080"}, status=400)
+
+    def test_subdomain_mode_answers_the_domain_and_its_subdomains(self, make_instance):
+        instance = make_instance(
+            server={
+                "base_url": "https://app.help.example",
+                "routing_pages": "subdomain",
+                "domain": "help.example",
+            }
+        )
+        app = client(instance)
+        for host in ("app.help.example", "help.example", "alpha.help.example"):
+            assert app.get("/privacy", headers={"Host": host}).status_int == 200
+        for host in ("evilhelp.example", "help.example.evil", "oop.example.test"):
+            app.get("/privacy", headers={"Host": host}, status=400)
 
 
 class TestCrossSitePosts:

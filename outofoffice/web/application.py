@@ -10,11 +10,11 @@ from urllib.parse import urlsplit
 import bottle
 
 from outofoffice import db, traffic
-from outofoffice.config import Config
+from outofoffice.config import Config, is_loopback
 from outofoffice.instance import Instance
 from outofoffice.policy import REQUEST_BODY_MAX
 from outofoffice.web import auth, caller, dashboard, health, public, vendor
-from outofoffice.web.context import UserError, check_csrf, fail, page
+from outofoffice.web.context import UserError, check_csrf, fail, host_name, page
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,23 @@ def make_cross_site_check(config: Config):
     return is_cross_site
 
 
+def make_host_check(config: Config):
+    """Only our own names are answered: a request for another host (a look-alike domain
+    pointed here, DNS rebinding) gets 400. Path mode knows base_url's host; subdomain
+    mode also <slug>.<domain> and the bare domain. A loopback base_url accepts every
+    loopback name, so the admin's own browser works on either spelling."""
+    own = host_name(urlsplit(config.base_url).netloc)
+    domain = config.server.domain if config.server.routing_pages == "subdomain" else ""
+
+    def is_ours(header: str) -> bool:
+        host = host_name(header)
+        if host == own or (is_loopback(own) and is_loopback(host)):
+            return True
+        return bool(domain) and (host == domain or host.endswith("." + domain))
+
+    return is_ours
+
+
 def _needs_csrf(path: str) -> bool:
     return path == "/logout" or path == "/dashboard" or path.startswith("/dashboard/")
 
@@ -120,11 +137,16 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
     instance = instance or Instance.open(config)
     app = App(_security_headers(config))
     is_cross_site = make_cross_site_check(config)
+    is_our_host = make_host_check(config)
+    wrong_host = f"This site answers only at {config.base_url}. Check the address."
     app.config["outofoffice.instance"] = instance
 
     def before_request():
         db.database.connect(reuse_if_open=True)
         request = bottle.request
+        # /healthz answers any name: probes and load balancers call it by address
+        if request.path != "/healthz" and not is_our_host(request.environ.get("HTTP_HOST", "")):
+            raise fail(400, wrong_host)
         if request.content_length > REQUEST_BODY_MAX:
             raise fail(413, f"Requests are limited to {REQUEST_BODY_MAX // 1024} KiB.")
         if request.method == "POST":

@@ -5,10 +5,14 @@ import bottle
 from outofoffice import abuse, db, dispatch, owner_setup, routing
 from outofoffice.errors import ValidationError
 from outofoffice.models import Account
-from outofoffice.web.context import client_ip, fail, instance, page, see_other
+from outofoffice.web.context import client_ip, fail, instance, page, request_host, see_other
 
 FIELDS = ("subject", "category", "name", "phone", "description")
 HONEYPOT = "website"
+STALE_FORM = (
+    "This page was open a long time, or came from another site. Check your request "
+    "below and send it again."
+)
 
 
 def slug_from_host() -> str | None:
@@ -16,7 +20,7 @@ def slug_from_host() -> str | None:
     config = instance().config
     if config.server.routing_pages != "subdomain":
         return None
-    host = (bottle.request.get_header("Host") or "").split(":", 1)[0].lower().rstrip(".")
+    host = request_host()
     suffix = "." + config.server.domain
     if host.endswith(suffix) and "." not in host[: -len(suffix)]:
         return host[: -len(suffix)] or None
@@ -41,6 +45,7 @@ def _form_page(account: Account, form: dict, errors: dict, status: int = 200) ->
         form=form,
         errors=errors,
         action=bottle.request.path,
+        form_token=abuse.form_token(instance().keys, account),
     )
 
 
@@ -54,6 +59,10 @@ def routing_page(slug: str):
     if bottle.request.forms.get(HONEYPOT):  # people never see this field; bots fill it
         raise fail(400, "This request could not be sent. Please phone the firm.")
     form = {k: bottle.request.forms.getunicode(k, "") or "" for k in FIELDS}
+    token = bottle.request.forms.get("form_token", "")
+    if not abuse.form_token_ok(instance().keys, account, token):
+        # nothing is sent; the caller keeps what they typed and gets a fresh token
+        return _form_page(account, form, {"form": STALE_FORM}, status=400)
     try:
         submission = dispatch.submit(instance(), account, form, client_ip())
     except ValidationError as exc:

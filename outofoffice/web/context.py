@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import bottle
 
 from outofoffice import accounts
@@ -28,6 +30,18 @@ def client_ip() -> str:
     """The socket peer, as waitress gives it: X-Forwarded-For counts only when it comes
     from [server] trusted_proxy (waitress applies it), never from bottle's own parsing."""
     return bottle.request.environ.get("REMOTE_ADDR", "")
+
+
+def host_name(header: str) -> str:
+    """The host a Host header names: lowercased, without port or trailing dot."""
+    try:
+        return (urlsplit("//" + header).hostname or "").rstrip(".")
+    except ValueError:  # an unbalanced [ ... ] in the header
+        return ""
+
+
+def request_host() -> str:
+    return host_name(bottle.request.environ.get("HTTP_HOST", ""))
 
 
 def cookie_name() -> str:

@@ -35,20 +35,21 @@ def links(message) -> dict[str, str]:
     return dict(ACTION.findall(message.get_body(("plain",)).get_content()))
 
 
-def submit(browser, page):
-    """Fill the routing page as a caller would: the first property, the leak category."""
+def submit(browser, page, headers=None, **overrides):
+    """Fill the routing page as a caller would: the first property, the leak category,
+    and the form token the page carries."""
     subject = re.search(r'<option value="(\d+)">Elm Street', page).group(1)
     category = re.search(r'value="(\d+)"[^>]*>\s*<span><strong>Gas smell', page).group(1)
-    return browser.request(
-        "/r/lakeshore",
-        {
-            "subject": subject,
-            "category": category,
-            "name": "Jordan Ellis",
-            "phone": "+1 312 555 0111",
-            "description": "Strong gas smell in the hallway",
-        },
-    )
+    token = re.search(r'name="form_token" value="([^"]+)"', page).group(1)
+    form = {
+        "subject": subject,
+        "category": category,
+        "name": "Jordan Ellis",
+        "phone": "+1 312 555 0111",
+        "description": "Strong gas smell in the hallway",
+        "form_token": token,
+    }
+    return browser.request("/r/lakeshore", form | overrides, headers=headers)
 
 
 def wait_for(sink, count, seconds=2.0):
@@ -203,20 +204,9 @@ def test_forged_forwarded_for_headers_do_not_escape_the_limit(tmp_path, servers)
         for n in range(4):
             browser = Browser(server.url)
             page = browser.request("/r/lakeshore")[2]
-            subject = re.search(r'<option value="(\d+)">Elm Street', page).group(1)
-            category = re.search(r'value="(\d+)"[^>]*>\s*<span><strong>Gas smell', page).group(1)
+            forged = {"X-Forwarded-For": f"10.0.0.{n}", "Forwarded": f"for=10.1.0.{n}"}
             statuses.append(
-                browser.request(
-                    "/r/lakeshore",
-                    {
-                        "subject": subject,
-                        "category": category,
-                        "name": f"Caller {n}",
-                        "phone": f"+1 312 555 01{n}0",
-                        "description": "Gas",
-                    },
-                    headers={"X-Forwarded-For": f"10.0.0.{n}", "Forwarded": f"for=10.1.0.{n}"},
-                )[0]
+                submit(browser, page, forged, name=f"Caller {n}", phone=f"+1 312 555 01{n}0")[0]
             )
         assert statuses == [200, 200, 200, 429]  # 200: the 303 was followed to the status page
         assert len(sink.wait_for(3, timeout=10)) >= 3
