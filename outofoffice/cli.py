@@ -49,6 +49,31 @@ class State:
 pass_state = click.make_pass_decorator(State)
 
 
+class Progress:
+    """A progress bar on stderr for long work, fed by domain code's progress(done,
+    total) callbacks; it appears on the first call, when the total is known. Off a
+    terminal there is no bar, so logs and cron mail stay readable."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=max(total, 1), label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
 def _setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -380,7 +405,8 @@ def rotate_key(state: State) -> None:
     state.instance()
     with db.connection():
         try:
-            counts = key_rotation.rotate(state.config)
+            with Progress("re-encrypting") as progress:
+                counts = key_rotation.rotate(state.config, progress)
         except keys.KeyFileError as exc:
             raise click.ClickException(str(exc)) from None
     for table, count in counts.items():
@@ -477,6 +503,64 @@ def accounts_invite(state: State, email: str) -> None:
 # --- data in and out -------------------------------------------------------------------
 
 
+@cli.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_state
+def backup_command(state: State, file: Path) -> None:
+    """Write a consistent copy of the database to FILE, safe while serving."""
+    from outofoffice import backup
+
+    try:
+        with Progress("backing up") as progress:
+            made = backup.backup(state.config, file, progress)
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"wrote {made.path} ({made.bytes:,} bytes, schema version {made.schema_version}, "
+        f"{made.dispatches} dispatch(es))"
+    )
+    click.echo(
+        f"to read it, a restore also needs the secret key {state.config.secret_key_path}: "
+        "keep a copy of that key somewhere safe, apart from the backups"
+    )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@pass_state
+def stats(state: State, as_json: bool) -> None:
+    """Accounts, dispatches by status, outbox backlog and the last sweep."""
+    from outofoffice import stats as figures
+
+    state.instance(create=False)
+    with db.connection():
+        report = figures.collect(state.config)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+
+    def counts(by_status: dict[str, int]) -> str:
+        detail = ", ".join(f"{status} {n}" for status, n in by_status.items())
+        return f"{sum(by_status.values())}" + (f" ({detail})" if detail else "")
+
+    box = report["outbox"]
+    oldest = box["oldest_queued_minutes"]
+    sweep = report["last_sweep"]
+    lines = {
+        "accounts": counts(report["accounts"]),
+        "dispatches": counts(report["dispatches"]),
+        "last 24 hours": f"{report['dispatches_last_24h']} dispatch(es)",
+        "outbox": f"{box['queued']} queued"
+        + (f" (oldest {oldest} min)" if oldest is not None else "")
+        + f", {box['dead']} dead",
+        "last sweep": sweep["at"] if sweep else "never (the scheduler runs it hourly)",
+        "database": report["database"]["url"]
+        + (f" ({report['database']['bytes']:,} bytes)" if "bytes" in report["database"] else ""),
+    }
+    for name, value in lines.items():
+        click.echo(f"{name + ':':<15}{value}")
+
+
 @cli.command("export")
 @click.argument("slug")
 @click.option(
@@ -488,8 +572,8 @@ def export_command(state: State, slug: str, output: str | None) -> None:
     from outofoffice import portability
 
     inst = state.instance()
-    with db.connection():
-        data = portability.export(inst, _get_account(slug))
+    with db.connection(), Progress("exporting") as progress:
+        data = portability.export(inst, _get_account(slug), progress)
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     if output:
         _write_private(Path(output), text)
@@ -522,7 +606,8 @@ def import_command(state: State, file: str) -> None:
         raise click.ClickException(f"{file}: not a JSON export: {exc}") from None
     with db.connection():
         try:
-            account = portability.import_account(inst, data)
+            with Progress("importing") as progress:
+                account = portability.import_account(inst, data, progress)
         except portability.ImportError_ as exc:
             problems = list(exc.errors.values())
             for problem in problems[:-1]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 
 from outofoffice import db, keys
 from outofoffice.config import Config
@@ -20,9 +21,10 @@ ENCRYPTED = (
 BATCH = 200
 
 
-def rotate(config: Config) -> dict[str, int]:
-    """Add a new key and re-encrypt every value; returns how many rows per table. One
-    rotation at a time (a lock beside the key file): two at once could lose a key."""
+def rotate(config: Config, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """Add a new key and re-encrypt every value; returns how many rows per table, and
+    progress(done, total) counts rows looked at. One rotation at a time (a lock beside
+    the key file): two at once could lose a key."""
     lock_path = config.secret_key_path.with_name(config.secret_key_path.name + ".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -31,23 +33,29 @@ def rotate(config: Config) -> dict[str, int]:
         os.close(fd)
         raise keys.KeyFileError("another rotate-key is running") from None
     try:
-        return _rotate(config)
+        return _rotate(config, progress or (lambda done, total: None))
     finally:
         os.close(fd)
 
 
-def _rotate(config: Config) -> dict[str, int]:
+def _rotate(config: Config, progress: Callable[[int, int], None]) -> dict[str, int]:
     keys.add_key(config.secret_key_path)
     current = keys.Keys.load(config.secret_key_path)
-    counts = {}
+    total = sum(model.select().count() for model, _ in ENCRYPTED)
+    counts, seen = {}, [0]
+
+    def looked_at(rows: int) -> None:
+        seen[0] += rows
+        progress(min(seen[0], total), total)
+
     for model, columns in ENCRYPTED:
-        counts[model._meta.table_name] = _reencrypt(model, columns, current)
+        counts[model._meta.table_name] = _reencrypt(model, columns, current, looked_at)
     if db.is_sqlite():
         db.database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     return counts
 
 
-def _reencrypt(model, columns: tuple[str, ...], current: keys.Keys) -> int:
+def _reencrypt(model, columns: tuple[str, ...], current: keys.Keys, looked_at) -> int:
     done, last_id = 0, 0
     while True:
         with db.write():
@@ -65,6 +73,7 @@ def _reencrypt(model, columns: tuple[str, ...], current: keys.Keys) -> int:
                 if changed:
                     model.update(**changed).where(model.id == row.id).execute()
                     done += 1
+        looked_at(len(rows))
         if len(rows) < BATCH:
             return done
         last_id = rows[-1].id

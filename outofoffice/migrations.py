@@ -26,11 +26,16 @@ class SchemaError(Exception):
 
 
 def _v1_initial(database: peewee.Database) -> None:
-    database.create_tables(models.MODELS)
+    database.create_tables(models.V1_MODELS)
+
+
+def _v2_job_runs(database: peewee.Database) -> None:
+    database.create_tables([models.JobRun])
 
 
 STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("initial schema", _v1_initial),
+    ("when each background job last ran", _v2_job_runs),
 ]
 LATEST = len(STEPS)
 

@@ -209,7 +209,17 @@ class RequestCount(BaseModel):
         indexes = ((("day", "route", "status"), True),)
 
 
-MODELS = [
+class JobRun(BaseModel):
+    """When each background job last finished, and what it did: `outofoffice stats`
+    shows it, so an admin sees a sweep that stopped running."""
+
+    job = peewee.CharField(max_length=32, unique=True)
+    finished_at = peewee.DateTimeField()
+    summary = JSONField(default=dict)
+
+
+# The tables of schema version 1, as migration step 1 creates them.
+V1_MODELS = [
     Account,
     Vendor,
     Subject,
@@ -227,3 +237,4 @@ MODELS = [
     IPBlock,
     RequestCount,
 ]
+MODELS = [*V1_MODELS, JobRun]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from outofoffice import accounts, clock, db, dispatch, notify, owner_setup, routing
@@ -144,8 +145,11 @@ def history_csv(instance: Instance, account: Account, query) -> str:
 # --- export ---------------------------------------------------------------------------
 
 
-def export(instance: Instance, account: Account) -> dict:
-    """Everything the owner configured and every dispatch with its events."""
+def export(
+    instance: Instance, account: Account, progress: Callable[[int, int], None] | None = None
+) -> dict:
+    """Everything the owner configured and every dispatch with its events;
+    progress(done, total) counts dispatches."""
     keys = {}
 
     def key_of(prefix: str, obj) -> str | None:
@@ -215,11 +219,11 @@ def export(instance: Instance, account: Account) -> dict:
         for r in owner_setup.routes(account)
     ]
     data["dispatches"] = []
-    for d in (
-        Dispatch.select()
-        .where(Dispatch.account == account)
-        .order_by(Dispatch.created_at, Dispatch.id)
-    ):
+    rows = Dispatch.select().where(Dispatch.account == account)
+    total = rows.count()
+    for done, d in enumerate(rows.order_by(Dispatch.created_at, Dispatch.id), 1):
+        if progress:
+            progress(done, total)
         caller = dispatch.caller(instance, d)
         events = (
             DispatchEvent.select().where(DispatchEvent.dispatch == d).order_by(DispatchEvent.id)
@@ -395,8 +399,11 @@ def _check(data: object) -> list[str]:
     return problems
 
 
-def import_account(instance: Instance, data: object) -> Account:
-    """Create the account an export describes, or nothing (ImportError_ lists why)."""
+def import_account(
+    instance: Instance, data: object, progress: Callable[[int, int], None] | None = None
+) -> Account:
+    """Create the account an export describes, or nothing (ImportError_ lists why);
+    progress(done, total) counts dispatches."""
     problems = _check(data)
     if problems:
         raise ImportError_({str(i): p for i, p in enumerate(problems)})
@@ -431,7 +438,10 @@ def import_account(instance: Instance, data: object) -> Account:
             )
             for position, key in enumerate(dict.fromkeys(route["vendors"])):
                 RouteVendor.create(route=r, vendor=made[("vendors", key)], position=position)
-        for entry in data.get("dispatches", []):
+        entries = data.get("dispatches", [])
+        for done, entry in enumerate(entries, 1):
+            if progress:
+                progress(done, len(entries))
             subject = made.get(("subjects", entry.get("subject")))
             category = made.get(("categories", entry.get("category")))
             token = dispatch.status_token(instance, entry["reference"])

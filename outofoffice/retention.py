@@ -23,6 +23,7 @@ from outofoffice.models import (
     DispatchEvent,
     Invite,
     IPRecord,
+    JobRun,
     MagicLink,
     OutboxEmail,
     RequestCount,
@@ -150,4 +151,13 @@ def sweep_all(config: Config) -> dict[str, int]:
         db.database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     if any(removed.values()):
         log.info("sweep: %s", ", ".join(f"{k} {v}" for k, v in removed.items() if v))
+    record_run("sweep", removed)
     return removed
+
+
+def record_run(job: str, summary: dict) -> None:
+    with db.write():
+        JobRun.insert(job=job, finished_at=clock.now(), summary=summary).on_conflict(
+            conflict_target=[JobRun.job],
+            update={JobRun.finished_at: clock.now(), JobRun.summary: summary},
+        ).execute()

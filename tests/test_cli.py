@@ -234,3 +234,27 @@ def test_outbox_list_and_retry(cfg):
     assert "no emails" in run("--config", cfg, "outbox", "list", "--status", "dead").output
     assert "one of them" in error_line(run("--config", cfg, "outbox", "retry", ok=False))
     assert "queued 0" in run("--config", cfg, "outbox", "retry", "--all-failed").output
+
+
+def test_stats_counts_accounts_dispatches_outbox_and_the_last_sweep(cfg):
+    run("--config", cfg, "import", DATA / "export-sample.json")
+    before = run("--config", cfg, "stats").output
+    assert "accounts:      1 (active 1)" in before
+    assert "never" in before
+    run("--config", cfg, "sweep")
+    report = json.loads(run("--config", cfg, "stats", "--json").output)
+    sample = json.loads((DATA / "export-sample.json").read_text())
+    assert sum(report["dispatches"].values()) == len(sample["dispatches"])
+    assert report["last_sweep"]["at"] and "sessions" in report["last_sweep"]["removed"]
+    assert report["outbox"] == {"queued": 0, "oldest_queued_minutes": None, "dead": 0}
+
+
+def test_backup_refuses_to_overwrite_and_names_pg_dump_for_postgresql(cfg, tmp_path):
+    target = tmp_path / "backup.db"
+    assert "wrote" in run("--config", cfg, "backup", target).output
+    assert "already exists" in error_line(run("--config", cfg, "backup", target, ok=False))
+    pg = tmp_path / "pg.toml"
+    pg.write_text(
+        cfg.read_text().replace("[storage]", '[storage]\ndatabase = "postgresql://u@db/oop"')
+    )
+    assert "pg_dump" in error_line(run("--config", pg, "backup", tmp_path / "b2.db", ok=False))

@@ -51,3 +51,14 @@ def test_deleting_an_account_cascades(owners):
     alpha.delete_instance()
     assert models.Category.select().where(models.Category.account == alpha).count() == 0
     assert models.Category.select().where(models.Category.account == beta).count() > 0
+
+
+def test_a_version_1_database_migrates_to_the_latest(instance):
+    with db.connection():
+        db.database.drop_tables([models.JobRun])
+        db.database.execute_sql("UPDATE schema_version SET version = 1")
+        assert migrations.migrate() == [
+            f"{n}: {name}" for n, (name, _) in enumerate(migrations.STEPS, 1) if n > 1
+        ]
+        assert models.JobRun.table_exists()
+        assert migrations.current_version() == migrations.LATEST
