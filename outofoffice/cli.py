@@ -180,14 +180,8 @@ def worker(state: State) -> None:
 @cli.command()
 @pass_state
 def migrate(state: State) -> None:
-    """Bring the database schema up to date."""
-    try:
-        db.bind(state.config)
-        with db.connection():
-            applied = migrations.migrate()
-    except (db.DatabaseError, migrations.SchemaError) as exc:
-        raise click.ClickException(str(exc)) from None
-    for step in applied:
+    """Bring the database schema up to date (on a first start, create the key too)."""
+    for step in state.instance(migrate=True).migrated:
         click.echo(f"applied {step}")
     click.echo(f"the database is at schema version {migrations.LATEST}")
 

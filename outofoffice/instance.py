@@ -22,6 +22,7 @@ class InstanceError(Exception):
 class Instance:
     config: Config
     keys: keys.Keys
+    migrated: tuple[str, ...] = ()  # the schema steps this start applied
 
     @classmethod
     def open(cls, config: Config, *, migrate: bool = False, create: bool = True) -> Instance:
@@ -43,12 +44,13 @@ class Instance:
             )
         except (keys.KeyFileError, OSError) as exc:
             raise InstanceError(str(exc)) from None
+        applied: list[str] = []
         try:
             db.bind(config)
             with db.connection():
                 # a brand-new database is simply created; an older one waits for `migrate`
                 if migrate or (create and migrations.is_new()):
-                    migrations.migrate()
+                    applied = migrations.migrate()
                 else:
                     migrations.require_current()
         except db.DatabaseError as exc:
@@ -60,7 +62,7 @@ class Instance:
                 f"cannot open the database {config.database_display}: {type(exc).__name__}: "
                 + str(exc).replace(config.database_url, config.database_display)
             ) from None
-        return cls(config=config, keys=secret)
+        return cls(config=config, keys=secret, migrated=tuple(applied))
 
     @cached_property
     def mailer(self) -> Mailer:
