@@ -419,15 +419,37 @@ def _change_email(instance: Instance, account: Account, new_email: str) -> None:
     )
 
 
-def request_email_change(instance: Instance, account: Account, new_email: str) -> str:
+RECENT_SIGN_IN = timedelta(minutes=10)
+
+
+def request_email_change(instance: Instance, session: Session, new_email: str, ip: str) -> str:
     """Email a confirmation link to the new address; the sign-in address changes only
-    when that link is used, so nobody can move an account to an address they don't read."""
+    when that link is used, so nobody can move an account to an address they don't read.
+
+    Only a session signed in within RECENT_SIGN_IN may ask: signing in again by a link
+    to the current address is the re-authentication, so a stolen older session cannot
+    move the account away. These emails share the sign-in emails' hourly limits."""
+    account = session.account
+    if session.created_at < clock.now() - RECENT_SIGN_IN:
+        raise ValidationError(
+            {
+                "email": "To change your sign-in address, log out and sign in again first "
+                "(it proves this is you), then change it within 10 minutes."
+            }
+        )
     new_email = normalise_email(new_email)
     if problem := email_problem(new_email):
         raise ValidationError({"email": problem})
     if new_email == account.email:
         raise ValidationError({"email": "That is your sign-in address already."})
     with db.write():
+        if not abuse.may_send_sign_in(instance.config, ip, account):
+            raise ValidationError(
+                {
+                    "email": "Too many sign-in emails went out for this account this hour. "
+                    "Try again in an hour."
+                }
+            )
         # The same answer whether or not another account uses the address (no
         # enumeration); the link is only sent when it could work.
         if not Account.select().where(Account.email == new_email).exists():
@@ -572,8 +594,12 @@ def session_account(token: str) -> tuple[Session, Account] | None:
 
 
 def end_all_sessions(account: Account) -> int:
-    """Sign out everywhere: every session of the account ends now."""
+    """Sign out everywhere: every session ends now, and so does every unused link of
+    the account (sign-in or address change), so a thief cannot come back by one."""
     with db.write():
+        MagicLink.delete().where(
+            MagicLink.account == account, MagicLink.used_at.is_null()
+        ).execute()
         return Session.delete().where(Session.account == account).execute()
 
 

@@ -368,6 +368,21 @@ def accounts_enable(state: State, slug: str) -> None:
     _set_status(state, slug, "active")
 
 
+@accounts_group.command("sign-out")
+@click.argument("slug", required=False)
+@click.option("--all", "everyone", is_flag=True, help="Every account, e.g. after a breach.")
+@pass_state
+def accounts_sign_out(state: State, slug: str | None, everyone: bool) -> None:
+    """End an owner's sessions and unused sign-in links; the firm keeps running."""
+    if bool(slug) == everyone:
+        raise click.UsageError("give a SLUG or --all")
+    state.instance()
+    with db.connection():
+        chosen = list(accounts.Account.select()) if everyone else [_get_account(slug)]
+        ended = sum(accounts.end_all_sessions(account) for account in chosen)
+    click.echo(f"ended {ended} session(s) of {len(chosen)} account(s)")
+
+
 @accounts_group.command("delete")
 @click.argument("slug")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")

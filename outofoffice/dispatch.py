@@ -434,8 +434,13 @@ class ActionLink:
 
     @property
     def current(self) -> bool:
-        """Is the request still this vendor's? Only then does the link show the caller."""
-        return self.dispatch.vendor_id == self.vendor.id and self.dispatch.status != "closed"
+        """Is the request still this vendor's? Only then does the link show the caller.
+        A vendor the owner deactivated has no requests any more."""
+        return (
+            self.dispatch.vendor_id == self.vendor.id
+            and self.dispatch.status != "closed"
+            and self.vendor.active
+        )
 
 
 def read_action(instance: Instance, token: str) -> ActionLink:

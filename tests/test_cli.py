@@ -258,3 +258,22 @@ def test_backup_refuses_to_overwrite_and_names_pg_dump_for_postgresql(cfg, tmp_p
         cfg.read_text().replace("[storage]", '[storage]\ndatabase = "postgresql://u@db/oop"')
     )
     assert "pg_dump" in error_line(run("--config", pg, "backup", tmp_path / "b2.db", ok=False))
+
+
+def test_accounts_sign_out_ends_sessions_and_keeps_the_firm_running(cfg, tmp_path):
+    run("--config", cfg, *CREATE)
+    from outofoffice import accounts, config, db
+    from outofoffice.instance import Instance
+
+    instance = Instance.open(config.load(cfg))
+    with db.connection():
+        token = accounts.start_session(instance, accounts.find("alpha"))
+    assert (
+        "ended 1 session(s) of 1 account(s)"
+        in run("--config", cfg, "accounts", "sign-out", "alpha").output
+    )
+    with db.connection():
+        assert accounts.session_account(token) is None
+        assert accounts.find("alpha").status == "active"
+    assert "ended 0 session(s)" in run("--config", cfg, "accounts", "sign-out", "--all").output
+    assert run("--config", cfg, "accounts", "sign-out", ok=False).exit_code == 2

@@ -346,3 +346,46 @@ def test_changing_the_sign_in_address_takes_a_link_sent_to_the_new_one(
     taken["email"] = "bob@beta.example"
     assert "We sent a link to bob@beta.example" in taken.submit().follow().text
     assert not [m for m in mailbox.deliver() if m["To"] == "bob@beta.example"]
+
+
+def test_sign_out_everywhere_also_kills_a_pending_address_change(
+    owner_app, instance, firm, mailbox
+):
+    """A thief with a stolen session asks to move the account to their address; the
+    owner signs out everywhere; the thief's link must not work afterwards."""
+    app, _ = owner_app
+    thief = Client(app.app)
+    sign_in(thief, instance, firm["account"])
+    form = thief.get("/dashboard/settings").forms["email"]
+    form["email"] = "thief@evil.example"
+    form.submit()
+    [message] = [m for m in mailbox.deliver() if m["To"] == "thief@evil.example"]
+    link = re.search(r"http://\S+(/auth/\S+)", mailbox.text(message)).group(1)
+    app.get("/dashboard/settings").forms["sessions"].submit()
+    assert thief.post(link, expect_errors=True).status_int >= 400
+    with db.connection():
+        assert Account.get(Account.slug == "alpha").email == "ann@alpha.example"
+
+
+def test_address_change_emails_share_the_sign_in_email_limit(app, instance, firm, mailbox):
+    app = Client(app.app, extra_environ={"REMOTE_ADDR": "192.0.2.44"})
+    sign_in(app, instance, firm["account"])
+    answers = []
+    for n in range(7):
+        form = app.get("/dashboard/settings").forms["email"]
+        form["email"] = f"ann{n}@elsewhere.example"
+        answers.append(form.submit(expect_errors=True))
+    assert [a.status_int for a in answers].count(303) <= 5
+    assert "Too many sign-in emails" in answers[-1].text
+    sent = [m for m in mailbox.deliver() if m["To"].endswith("@elsewhere.example")]
+    assert len(sent) <= 5
+
+
+def test_changing_the_address_needs_a_sign_in_from_the_last_ten_minutes(owner_app, clock_, mailbox):
+    app, _ = owner_app
+    clock_.advance(minutes=11)  # a session from earlier, say one stolen from a laptop
+    form = app.get("/dashboard/settings").forms["email"]
+    form["email"] = "thief@evil.example"
+    page = form.submit(status=400)
+    assert "sign in again first" in page.text
+    assert not [m for m in mailbox.deliver() if m["To"] == "thief@evil.example"]

@@ -363,3 +363,17 @@ def test_a_vendor_email_that_keeps_failing_passes_on_after_the_silence_delay(ins
     clock.advance(timedelta(minutes=16))
     assert dispatch.escalate_due(instance) == 1
     assert Dispatch.get_by_id(sub.dispatch.id).vendor.name == "Walt Water"
+
+
+def test_a_deactivated_vendor_can_no_longer_see_or_act_on_the_request(
+    instance, firm, submitted, mailbox
+):
+    sub, message = submitted
+    token = action_links(mailbox, message)["accept"]
+    vera = firm["vera"]
+    vera.active = False
+    vera.save()
+    assert dispatch.read_action(instance, token).current is False
+    with pytest.raises(dispatch.ActionError):
+        dispatch.act(instance, token)
+    assert Dispatch.get_by_id(sub.dispatch.id).status in dispatch.WAITING

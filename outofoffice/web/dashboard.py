@@ -16,6 +16,8 @@ from outofoffice import accounts, db, dispatch, owner_setup, portability, routin
 from outofoffice.errors import ValidationError
 from outofoffice.models import Dispatch, DispatchEvent
 from outofoffice.web.context import (
+    client_ip,
+    current,
     fail,
     instance,
     page,
@@ -280,10 +282,11 @@ def settings_page(form=None, errors=None, status=200, saved=False):
 
 
 def change_email():
-    owner = require_owner()
+    require_owner()
+    session, _ = current()
     new_email = bottle.request.forms.getunicode("email", "") or ""
     try:
-        sent_to = accounts.request_email_change(instance(), owner, new_email)
+        sent_to = accounts.request_email_change(instance(), session, new_email, client_ip())
     except ValidationError as exc:
         return settings_page(errors=exc.errors, status=400)
     see_other(f"/dashboard/settings?email_sent={urllib.parse.quote(sent_to)}")
