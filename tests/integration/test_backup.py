@@ -1,10 +1,14 @@
 """`outofoffice backup` while callers are submitting, and a restore from it."""
 
 import http.client
+import os
+import pty
 import re
 import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -108,3 +112,55 @@ def test_a_backup_during_a_load_restores_every_dispatch_committed_before_it(tmp_
     assert "Water coming through the ceiling" in export
     stats = run_cli(restored_cfg, "stats")
     assert re.search(rf"dispatches:\s+{len(got)}\b", stats)
+
+
+def test_long_commands_show_a_progress_bar_on_a_terminal(tmp_path):
+    cfg = write_config(
+        tmp_path / "config.toml",
+        {"storage": {"data_dir": str(tmp_path / "data")}, "mail": {"backend": "file"}},
+    )
+    run_cli(cfg, "import", str(DATA / "export-sample.json"))
+    shown = {}
+    for name, args in {
+        "backing up": ["backup", str(tmp_path / "b.db")],
+        "exporting": ["export", "lakeshore", "-o", str(tmp_path / "e.json")],
+        "re-encrypting": ["rotate-key"],
+    }.items():
+        leader, follower = pty.openpty()
+        process = subprocess.run(
+            [sys.executable, "-m", "outofoffice", "--config", str(cfg), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=follower,
+            timeout=60,
+        )
+        os.close(follower)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        os.close(leader)
+        assert process.returncode == 0
+        shown[name] = output.decode(errors="replace")
+    for label, output in shown.items():
+        assert label in output and "100%" in output, (label, output)
+    # off a terminal there is no bar: cron mail and logs stay clean
+    quiet = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "outofoffice",
+            "--config",
+            str(cfg),
+            "backup",
+            str(tmp_path / "c.db"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert quiet.stderr == "" and "wrote" in quiet.stdout
