@@ -10,7 +10,9 @@ apart on purpose (a stolen backup alone reveals no caller).
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,28 +47,37 @@ def sqlite_path(config: Config) -> Path:
 def backup(
     config: Config, target: Path, progress: Callable[[int, int], None] | None = None
 ) -> Backup:
-    """Copy the database to target (a new file); progress(done, total) counts pages."""
+    """Copy the database to target, a new file; progress(done, total) counts pages.
+
+    The copy is built in a private folder beside the target and linked into place,
+    which fails rather than overwrite: a file or link someone plants at the target
+    or beside it is never written through."""
     source_path = sqlite_path(config)
-    if not source_path.exists():
-        raise BackupError(f"there is no database at {source_path} yet")
-    if target.exists():
-        raise BackupError(f"{target} already exists; choose a new file name")
-    partial = target.with_name(target.name + ".partial")
     try:
-        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        if not source_path.exists():
+            raise BackupError(f"there is no database at {source_path} yet")
+        if target.is_symlink() or target.exists():
+            raise BackupError(f"{target} already exists; choose a new file name")
+        workdir = Path(tempfile.mkdtemp(prefix=".outofoffice-backup-", dir=target.parent))
     except OSError as exc:
-        raise BackupError(f"cannot write {target}: {exc.strerror}") from None
+        raise BackupError(f"cannot back up to {target}: {exc.strerror}") from None
+    partial = workdir / "copy.db"
     try:
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         result = _copy(source_path, partial, progress)
-        os.replace(partial, target)
+        try:
+            os.link(partial, target)
+        except FileExistsError:
+            raise BackupError(f"{target} already exists; choose a new file name") from None
         directory = os.open(target.parent, os.O_RDONLY)
         try:
-            os.fsync(directory)  # the rename itself survives a power cut
+            os.fsync(directory)  # the new name itself survives a power cut
         finally:
             os.close(directory)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise BackupError(f"cannot back up to {target}: {exc.strerror}") from None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     return Backup(target, target.stat().st_size, *result)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import peewee
+from playhouse.pool import PooledSqliteDatabase
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -49,7 +50,17 @@ def connect_url(url: str) -> peewee.Database:
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
         _create_private(path)
-        return peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS)
+        # A pool: a request's close() hands its connection back instead of closing the
+        # file, which would cost a connect and its pragmas, and, when it was the last
+        # connection, a full WAL checkpoint with its fsyncs on every request.
+        # The pool hands a connection to one thread at a time, so it may move threads.
+        return PooledSqliteDatabase(
+            str(path),
+            pragmas=SQLITE_PRAGMAS,
+            max_connections=64,
+            stale_timeout=600,
+            check_same_thread=False,
+        )
     if url.startswith(("postgresql://", "postgres://")):
         try:
             from playhouse.db_url import connect
@@ -66,10 +77,18 @@ def bind(config: Config) -> peewee.Database:
     """Point the shared handle at the configured database (once per process or test)."""
     real = connect_url(config.database_url)
     if not database.obj or database.obj.database != real.database:
-        if database.obj and not database.obj.is_closed():
-            database.obj.close()
+        if database.obj:
+            close_all()
         database.initialize(real)
     return database.obj
+
+
+def close_all() -> None:
+    """Close every connection, pooled ones included (a rebind, or the end of a process)."""
+    if not database.obj.is_closed():
+        database.obj.close()
+    if hasattr(database.obj, "close_all"):
+        database.obj.close_all()
 
 
 def is_sqlite() -> bool:

@@ -435,11 +435,12 @@ class ActionLink:
     @property
     def current(self) -> bool:
         """Is the request still this vendor's? Only then does the link show the caller.
-        A vendor the owner deactivated has no requests any more."""
+        A vendor the owner deactivated is asked nothing more (a waiting request passes
+        on at its silence timer), but finishes a job they already accepted."""
         return (
             self.dispatch.vendor_id == self.vendor.id
             and self.dispatch.status != "closed"
-            and self.vendor.active
+            and (self.vendor.active or self.dispatch.status in ("accepted", "resolved"))
         )
 
 

@@ -18,6 +18,23 @@ class InstanceError(Exception):
     """The instance cannot start: the message says what to fix."""
 
 
+def _load_keys(config: Config, may_create: bool) -> keys.Keys:
+    """The key file; a new one only beside a new database. A database that already
+    holds data was written with its own key: a fresh key could read none of it."""
+    path = config.secret_key_path
+    try:
+        if may_create:
+            return keys.Keys.open(path)
+        if not path.exists() and not migrations.is_new():
+            raise InstanceError(
+                f"{path}: the secret key is missing, and the database holds data written "
+                "with it; restore the key from your copy (see docs/backup.md)"
+            )
+        return keys.Keys.load(path)
+    except (keys.KeyFileError, OSError) as exc:
+        raise InstanceError(str(exc)) from None
+
+
 @dataclass
 class Instance:
     config: Config
@@ -26,8 +43,9 @@ class Instance:
 
     @classmethod
     def open(cls, config: Config, *, migrate: bool = False, create: bool = True) -> Instance:
-        """Bind the database and load keys; ``create`` makes the data dir and key on
-        first start, ``migrate`` brings the schema up to date (else it must be)."""
+        """Bind the database and load keys; ``create`` makes the data dir, and the key
+        for a new database, on first start; ``migrate`` brings the schema up to date
+        (else it must be)."""
         if create:
             try:
                 if not config.data_dir.exists():
@@ -36,23 +54,19 @@ class Instance:
                 raise InstanceError(
                     f"[storage] data_dir: cannot create {config.data_dir}: {exc.strerror}"
                 ) from None
-        try:
-            secret = (
-                keys.Keys.open(config.secret_key_path)
-                if create
-                else keys.Keys.load(config.secret_key_path)
-            )
-        except (keys.KeyFileError, OSError) as exc:
-            raise InstanceError(str(exc)) from None
         applied: list[str] = []
         try:
             db.bind(config)
             with db.connection():
+                fresh = migrations.is_new()
+                secret = _load_keys(config, may_create=create and fresh)
                 # a brand-new database is simply created; an older one waits for `migrate`
-                if migrate or (create and migrations.is_new()):
+                if migrate or (create and fresh):
                     applied = migrations.migrate()
                 else:
                     migrations.require_current()
+        except InstanceError:
+            raise
         except db.DatabaseError as exc:
             raise InstanceError(f"[storage] database: {exc}") from None
         except migrations.SchemaError as exc:

@@ -80,8 +80,8 @@ def token_of(page) -> str:
 
 @pytest.mark.parametrize(
     "token",
-    ["", "garbage", "99999999999999.x", "1.AAAA"],
-    ids=["missing", "garbage", "far-future", "forged"],
+    ["", "garbage", "99999999999999.x", "1.AAAA", "\u00b2.x", "\u0661\u0662.x"],
+    ids=["missing", "garbage", "far-future", "forged", "superscript", "arabic-indic"],
 )
 def test_a_routing_form_without_a_valid_token_sends_nothing(app, firm, token):
     form = request_form(firm, description="Water in the hall") | {"form_token": token}
@@ -137,3 +137,10 @@ def test_the_blocklist_from_the_cli(instance, firm):
     from_ip(instance, "198.51.100.66").post("/r/alpha", request_form(firm), status=303)
     bad = runner.invoke(cli, ["--config", config_file, "abuse", "block", "not-an-ip"])
     assert bad.exit_code != 0 and "not an IP address" in bad.output
+
+
+def test_a_non_ascii_digit_in_the_form_token_is_a_400_not_a_crash(app, firm):
+    """Bottle reads form bytes as latin-1: %B2 arrives as "²", which str.isdigit takes."""
+    body = "form_token=%B2.x&name=A&phone=%2B1+555+0100&description=Leak"
+    page = app.post("/r/alpha", body, content_type="application/x-www-form-urlencoded", status=400)
+    assert "send it again" in page.text

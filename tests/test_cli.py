@@ -277,3 +277,28 @@ def test_accounts_sign_out_ends_sessions_and_keeps_the_firm_running(cfg, tmp_pat
         assert accounts.find("alpha").status == "active"
     assert "ended 0 session(s)" in run("--config", cfg, "accounts", "sign-out", "--all").output
     assert run("--config", cfg, "accounts", "sign-out", ok=False).exit_code == 2
+
+
+def test_backup_never_writes_through_a_planted_link(cfg, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "planted.db").symlink_to(victim)
+    result = run("--config", cfg, "backup", tmp_path / "planted.db", ok=False)
+    assert "already exists" in error_line(result)
+    assert victim.read_text() == "precious"
+    # and the folder is left as it was: no temporary files behind
+    run("--config", cfg, "backup", tmp_path / "good.db")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".outofoffice-backup")]
+    assert stat.S_IMODE((tmp_path / "good.db").stat().st_mode) == 0o600
+
+
+def test_a_lost_key_is_never_silently_replaced(cfg, tmp_path):
+    run("--config", cfg, "import", DATA / "export-sample.json")
+    key = tmp_path / "data" / "secret.key"
+    key.rename(tmp_path / "key-elsewhere")
+    for command in (["migrate"], ["check"], ["stats"], ["export", "lakeshore"]):
+        line = error_line(run("--config", cfg, *command, ok=False))
+        assert "secret key is missing" in line and "restore" in line, command
+    assert not key.exists()
+    (tmp_path / "key-elsewhere").rename(key)
+    assert "all checks passed" in run("--config", cfg, "check").output

@@ -365,7 +365,7 @@ def test_a_vendor_email_that_keeps_failing_passes_on_after_the_silence_delay(ins
     assert Dispatch.get_by_id(sub.dispatch.id).vendor.name == "Walt Water"
 
 
-def test_a_deactivated_vendor_can_no_longer_see_or_act_on_the_request(
+def test_a_deactivated_vendor_is_asked_nothing_more_but_finishes_an_accepted_job(
     instance, firm, submitted, mailbox
 ):
     sub, message = submitted
@@ -377,3 +377,13 @@ def test_a_deactivated_vendor_can_no_longer_see_or_act_on_the_request(
     with pytest.raises(dispatch.ActionError):
         dispatch.act(instance, token)
     assert Dispatch.get_by_id(sub.dispatch.id).status in dispatch.WAITING
+
+    # a job accepted before the owner deactivated the vendor stays theirs to finish
+    vera.active = True
+    vera.save()
+    links = action_links(mailbox, message)
+    dispatch.act(instance, links["accept"])
+    vera.active = False
+    vera.save()
+    dispatch.act(instance, links["resolve"])
+    assert Dispatch.get_by_id(sub.dispatch.id).status == "resolved"

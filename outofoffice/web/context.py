@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 import bottle
@@ -32,12 +33,15 @@ def client_ip() -> str:
     return bottle.request.environ.get("REMOTE_ADDR", "")
 
 
+HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
 def host_name(header: str) -> str:
-    """The host a Host header names: lowercased, without port or trailing dot."""
-    try:
-        return (urlsplit("//" + header).hostname or "").rstrip(".")
-    except ValueError:  # an unbalanced [ ... ] in the header
+    """The host a Host header names: lowercased, without port or trailing dot; empty
+    for anything that is not a plain name or IP literal with an optional port."""
+    if not HOST.fullmatch(header):
         return ""
+    return (urlsplit("//" + header).hostname or "").rstrip(".")
 
 
 def request_host() -> str:
