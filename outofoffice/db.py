@@ -84,7 +84,7 @@ def bind(config: Config) -> peewee.Database:
 
 
 def close_all() -> None:
-    """Close every connection, pooled ones included (a rebind, or the end of a process)."""
+    """Close every connection, pooled ones included, before binding another database."""
     if not database.obj.is_closed():
         database.obj.close()
     if hasattr(database.obj, "close_all"):
