@@ -18,14 +18,14 @@ class InstanceError(Exception):
     """The instance cannot start: the message says what to fix."""
 
 
-def _load_keys(config: Config, may_create: bool) -> keys.Keys:
-    """The key file; a new one only beside a new database. A database that already
-    holds data was written with its own key: a fresh key could read none of it."""
+def _load_keys(config: Config, create: bool, fresh: bool) -> keys.Keys:
+    """The key file; a new one only beside a new (``fresh``) database. A database that
+    already holds data was written with its own key: a fresh key could read none of it."""
     path = config.secret_key_path
     try:
-        if may_create:
+        if create and fresh:
             return keys.Keys.open(path)
-        if not path.exists() and not migrations.is_new():
+        if not fresh and not path.exists():
             raise InstanceError(
                 f"{path}: the secret key is missing, and the database holds data written "
                 "with it; restore the key from your copy (see docs/backup.md)"
@@ -59,7 +59,7 @@ class Instance:
             db.bind(config)
             with db.connection():
                 fresh = migrations.is_new()
-                secret = _load_keys(config, may_create=create and fresh)
+                secret = _load_keys(config, create, fresh)
                 # a brand-new database is simply created; an older one waits for `migrate`
                 if migrate or (create and fresh):
                     applied = migrations.migrate()

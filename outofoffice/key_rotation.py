@@ -42,11 +42,12 @@ def _rotate(config: Config, progress: Callable[[int, int], None]) -> dict[str, i
     keys.add_key(config.secret_key_path)
     current = keys.Keys.load(config.secret_key_path)
     total = sum(model.select().count() for model, _ in ENCRYPTED)
-    counts, seen = {}, [0]
+    counts, seen = {}, 0
 
     def looked_at(rows: int) -> None:
-        seen[0] += rows
-        progress(min(seen[0], total), total)
+        nonlocal seen
+        seen += rows
+        progress(min(seen, total), total)
 
     for model, columns in ENCRYPTED:
         counts[model._meta.table_name] = _reencrypt(model, columns, current, looked_at)
