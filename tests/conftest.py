@@ -54,6 +54,12 @@ def base_sections(tmp_path: Path, **overrides) -> dict:
     return sections
 
 
+def served_config(tmp_path: Path, port: int, **overrides) -> Path:
+    """config.toml for a real `serve` on a loopback port (file mailer unless overridden)."""
+    sections = base_sections(tmp_path, server={"base_url": f"http://127.0.0.1:{port}"}, **overrides)
+    return write_config(tmp_path / "config.toml", sections)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_clock():
     clock.reset()

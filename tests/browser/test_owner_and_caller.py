@@ -4,7 +4,7 @@ import email
 import email.policy
 import time
 
-from tests.conftest import write_config
+from tests.conftest import served_config
 from tests.servers import CREATE_ALPHA
 from tests.servers import run_cli as cli
 from tests.smtp_sink import free_port
@@ -12,14 +12,7 @@ from tests.smtp_sink import free_port
 
 def test_owner_adds_a_vendor_and_a_route_then_a_caller_is_routed(tmp_path, servers, browser):
     port = free_port()
-    cfg = write_config(
-        tmp_path / "config.toml",
-        {
-            "server": {"base_url": f"http://127.0.0.1:{port}"},
-            "storage": {"data_dir": str(tmp_path / "data")},
-            "mail": {"backend": "file"},
-        },
-    )
+    cfg = served_config(tmp_path, port)
     cli(cfg, "migrate")
     cli(cfg, *CREATE_ALPHA, "--timezone", "Europe/London")
     server = servers(tmp_path, "--config", str(cfg), port=port)

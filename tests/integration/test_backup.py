@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.parse
 
-from tests.conftest import DATA, write_config
+from tests.conftest import DATA, served_config, write_config
 from tests.servers import run_cli
 from tests.smtp_sink import free_port
 
@@ -61,17 +61,10 @@ class Callers(threading.Thread):
 def test_a_backup_during_a_load_restores_every_dispatch_committed_before_it(tmp_path, servers):
     port = free_port()
     data = tmp_path / "data"
-    cfg = write_config(
-        tmp_path / "config.toml",
-        {
-            "server": {"base_url": f"http://127.0.0.1:{port}"},
-            "storage": {"data_dir": str(data)},
-            "mail": {"backend": "file"},
-            "abuse": {
-                "dispatches_per_ip_per_hour": 100_000,
-                "dispatches_per_account_per_hour": 100_000,
-            },
-        },
+    cfg = served_config(
+        tmp_path,
+        port,
+        abuse={"dispatches_per_ip_per_hour": 100_000, "dispatches_per_account_per_hour": 100_000},
     )
     run_cli(cfg, "import", str(DATA / "export-sample.json"))
     servers(tmp_path, "--config", str(cfg), port=port)

@@ -7,7 +7,7 @@ import re
 import signal
 import time
 
-from tests.conftest import DATA, write_config
+from tests.conftest import DATA, served_config
 from tests.servers import Browser
 from tests.servers import run_cli as cli
 from tests.smtp_sink import SMTPSink, free_port
@@ -17,14 +17,11 @@ ACTION = re.compile(r"(Accept|Decline|Resolved): +http://[^/\s]+(/v/\S+)")
 
 
 def setup(tmp_path, smtp_port, port, **mail):
-    cfg = write_config(
-        tmp_path / "config.toml",
-        {
-            "server": {"base_url": f"http://127.0.0.1:{port}"},
-            "storage": {"data_dir": str(tmp_path / "data")},
-            "mail": {"backend": "smtp", "from": "Lakeshore Desk <desk@lakeshore.example>"},
-            "mail.smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", **mail},
-        },
+    cfg = served_config(
+        tmp_path,
+        port,
+        mail={"backend": "smtp", "from": "Lakeshore Desk <desk@lakeshore.example>"},
+        mail__smtp={"host": "127.0.0.1", "port": smtp_port, "security": "none", **mail},
     )
     cli(cfg, "migrate")
     cli(cfg, "import", str(SAMPLE))

@@ -3,7 +3,7 @@
 import http.client
 from urllib.parse import urlsplit
 
-from tests.conftest import write_config
+from tests.conftest import base_sections, write_config
 from tests.servers import CREATE_ALPHA, run_cli
 from tests.smtp_sink import free_port
 
@@ -13,14 +13,8 @@ HEADERS = ("Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options
 
 def test_https_base_url_behind_a_trusted_proxy_gives_secure_cookies_and_hsts(tmp_path, servers):
     port = free_port()
-    cfg = write_config(
-        tmp_path / "config.toml",
-        {
-            "server": {"base_url": PUBLIC, "trusted_proxy": "127.0.0.1"},
-            "storage": {"data_dir": str(tmp_path / "data")},
-            "mail": {"backend": "file"},
-        },
-    )
+    sections = base_sections(tmp_path, server={"base_url": PUBLIC, "trusted_proxy": "127.0.0.1"})
+    cfg = write_config(tmp_path / "config.toml", sections)
     run_cli(cfg, *CREATE_ALPHA)
     link = run_cli(cfg, "accounts", "login-link", "alpha").strip()
     assert link.startswith(PUBLIC + "/auth/")

@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.request
 
-from tests.conftest import write_config
+from tests.conftest import served_config
 from tests.servers import Browser
 from tests.smtp_sink import SMTPSink, free_port
 
@@ -30,14 +30,11 @@ def test_serve_with_no_config_runs_on_built_in_defaults(tmp_path, servers):
 
 
 def smtp_config(tmp_path, sink, port):
-    return write_config(
-        tmp_path / "config.toml",
-        {
-            "server": {"base_url": f"http://127.0.0.1:{port}"},
-            "storage": {"data_dir": str(tmp_path / "data")},
-            "mail": {"backend": "smtp", "from": "Alpha Desk <desk@alpha.example>"},
-            "mail.smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none"},
-        },
+    return served_config(
+        tmp_path,
+        port,
+        mail={"backend": "smtp", "from": "Alpha Desk <desk@alpha.example>"},
+        mail__smtp={"host": "127.0.0.1", "port": sink.port, "security": "none"},
     )
 
 
@@ -107,14 +104,7 @@ def test_data_survives_a_restart(tmp_path, servers):
 
 def test_a_separate_worker_delivers_what_serve_queues(tmp_path, servers):
     port = free_port()
-    cfg = write_config(
-        tmp_path / "config.toml",
-        {
-            "server": {"base_url": f"http://127.0.0.1:{port}"},
-            "storage": {"data_dir": str(tmp_path / "data")},
-            "mail": {"backend": "file"},
-        },
-    )
+    cfg = served_config(tmp_path, port)
     server = servers(tmp_path, "--config", str(cfg), port=port, serve_args=["--no-scheduler"])
     health = Browser(server.url).request("/healthz")
     assert health[0] == 503 and json.loads(health[2])["scheduler"] == "stopped"
