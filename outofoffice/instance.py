@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from outofoffice import db, keys, migrations
+from outofoffice import db, keys, migrations, traffic
 from outofoffice.config import Config
 from outofoffice.mail import Mailer, mailer_for
 
@@ -77,6 +77,11 @@ class Instance:
                 + str(exc).replace(config.database_url, config.database_display)
             ) from None
         return cls(config=config, keys=secret, migrated=tuple(applied))
+
+    @cached_property
+    def traffic(self) -> traffic.Counts:
+        """This instance's request counts, until its web process writes them."""
+        return traffic.Counts()
 
     @cached_property
     def mailer(self) -> Mailer:

@@ -66,7 +66,7 @@ def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)
     log.info("serving on http://%s:%s (public address %s)", host, port, instance.config.base_url)
-    counts = traffic.Flusher()
+    counts = traffic.Flusher(instance.traffic)
     counts.start()
     try:
         with contextlib.suppress(KeyboardInterrupt):  # SIGINT or SIGTERM: a clean stop

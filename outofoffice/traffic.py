@@ -1,6 +1,7 @@
 """Server logs, aggregated: requests per day, route pattern and status, and nothing
-about who asked. Counted in memory; a thread of the web process adds them to the daily
-totals about once a minute and when it stops, so no raw access log is ever written."""
+about who asked. Counted in memory by the instance's web app; a thread of the web
+process adds them to the daily totals about once a minute and when it stops, so no raw
+access log is ever written."""
 
 from __future__ import annotations
 
@@ -16,43 +17,48 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 60
 
-_counts: Counter[tuple[date, str, int]] = Counter()
-_lock = threading.Lock()
 
+class Counts:
+    """One instance's counts since the last flush: they belong to the app that made
+    them, so another instance (a test, a second app) never writes them."""
 
-def count(route: str, status: int) -> None:
-    """Count one response. Memory only: a request never waits on, or fails with, this."""
-    with _lock:
-        _counts[(clock.now().date(), route[:100], status)] += 1
+    def __init__(self):
+        self._counts: Counter[tuple[date, str, int]] = Counter()
+        self._lock = threading.Lock()
 
+    def count(self, route: str, status: int) -> None:
+        """Count one response. Memory only: a request never waits on, or fails with, this."""
+        with self._lock:
+            self._counts[(clock.now().date(), route[:100], status)] += 1
 
-def flush() -> int:
-    """Add the counts so far to the daily totals; returns how many totals changed.
-    If the write fails, the counts are kept for the next try."""
-    with _lock:
-        pending = dict(_counts)
-        _counts.clear()
-    if not pending:
-        return 0
-    try:
-        with db.write():
-            for (day, route, status), n in pending.items():
-                RequestCount.insert(day=day, route=route, status=status, count=n).on_conflict(
-                    conflict_target=[RequestCount.day, RequestCount.route, RequestCount.status],
-                    update={RequestCount.count: RequestCount.count + n},
-                ).execute()
-    except Exception:
-        with _lock:
-            _counts.update(pending)
-        raise
-    return len(pending)
+    def flush(self) -> int:
+        """Add the counts so far to the daily totals; returns how many totals changed.
+        If the write fails, the counts are kept for the next try."""
+        with self._lock:
+            pending = dict(self._counts)
+            self._counts.clear()
+        if not pending:
+            return 0
+        try:
+            with db.write():
+                for (day, route, status), n in pending.items():
+                    RequestCount.insert(day=day, route=route, status=status, count=n).on_conflict(
+                        conflict_target=[RequestCount.day, RequestCount.route, RequestCount.status],
+                        update={RequestCount.count: RequestCount.count + n},
+                    ).execute()
+        except Exception:
+            with self._lock:
+                self._counts.update(pending)
+            raise
+        return len(pending)
 
 
 class Flusher(threading.Thread):
     """Writes the counts of the web process about once a minute, off the request path."""
 
-    def __init__(self):
+    def __init__(self, counts: Counts):
         super().__init__(name="traffic-counts", daemon=True)
+        self.counts = counts
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -62,7 +68,7 @@ class Flusher(threading.Thread):
     def flush_logged(self) -> None:
         try:
             with db.connection():
-                flush()
+                self.counts.flush()
         except Exception as exc:  # a busy database: the counts wait for the next minute
             log.warning("could not write request counts: %s", type(exc).__name__)
 

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import bottle
 
-from outofoffice import db, traffic
+from outofoffice import db
 from outofoffice.config import Config, is_loopback
 from outofoffice.instance import Instance
 from outofoffice.policy import REQUEST_BODY_MAX
@@ -40,14 +40,15 @@ class App(bottle.Bottle):
     """A Bottle app whose every response, errors and redirects included, carries the
     security headers: they are added at the WSGI boundary, not per handler."""
 
-    def __init__(self, security_headers: list[tuple[str, str]]):
+    def __init__(self, security_headers: list[tuple[str, str]], counts):
         super().__init__()
         self.security_headers = security_headers
+        self.counts = counts
 
     def __call__(self, environ, start_response):
         def start(status, headers, exc_info=None):
             route = environ.get("bottle.route")
-            traffic.count(route.rule if route else "(no route)", int(status[:3]))
+            self.counts.count(route.rule if route else "(no route)", int(status[:3]))
             present = {name.lower() for name, _ in headers}
             extra = [(k, v) for k, v in self.security_headers if k.lower() not in present]
             return start_response(status, list(headers) + extra, exc_info)
@@ -135,7 +136,7 @@ def _needs_csrf(path: str) -> bool:
 def create_app(config: Config, instance: Instance | None = None) -> App:
     """Build the app. Without an instance it opens one; the schema must be current."""
     instance = instance or Instance.open(config)
-    app = App(_security_headers(config))
+    app = App(_security_headers(config), instance.traffic)
     is_cross_site = make_cross_site_check(config)
     is_our_host = make_host_check(config)
     wrong_host = f"This site answers only at {config.base_url}. Check the address."
