@@ -159,6 +159,7 @@ def serve(state: State, host: str | None, port: int | None, no_scheduler: bool) 
 @pass_state
 def worker(state: State) -> None:
     """Run only the scheduler (email delivery and timers), for split deployments."""
+    from outofoffice.heartbeat import Heartbeat
     from outofoffice.scheduler import Scheduler, SchedulerLocked
 
     _setup_logging()
@@ -168,6 +169,8 @@ def worker(state: State) -> None:
         scheduler.start()
     except SchedulerLocked as exc:
         raise click.ClickException(str(exc)) from None
+    beat = Heartbeat("scheduler")
+    beat.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -175,6 +178,7 @@ def worker(state: State) -> None:
         stop.wait()
     finally:
         scheduler.stop()
+        beat.stop()
 
 
 @cli.command()
@@ -204,7 +208,11 @@ def check(state: State, send_test_email: str | None, show_config: bool) -> None:
     click.echo(f"data folder: ok ({cfg.data_dir})")
     inst = state.instance(create=False)  # check reports a missing key, it makes none
     click.echo(f"secret key: ok ({cfg.secret_key_path})")
-    click.echo(f"database: ok ({cfg.database_display}, schema version {migrations.LATEST})")
+    with db.connection():
+        server = db.server_version()
+    click.echo(
+        f"database: ok ({cfg.database_display}, {server}, schema version {migrations.LATEST})"
+    )
     problems = inst.mailer.problems()
     if problems:
         raise click.ClickException(problems[0])
@@ -538,7 +546,7 @@ def backup_command(state: State, file: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @pass_state
 def stats(state: State, as_json: bool) -> None:
-    """Accounts, dispatches by status, outbox backlog and the last sweep."""
+    """Accounts, dispatches by status, outbox backlog, the last sweep, the processes."""
     from outofoffice import stats as figures
 
     state.instance(create=False)
@@ -568,6 +576,10 @@ def stats(state: State, as_json: bool) -> None:
     }
     for name, value in lines.items():
         click.echo(f"{name + ':':<15}{value}")
+    processes = report["processes"]
+    click.echo(f"{'processes:':<15}{len(processes)} alive in the last minute")
+    for p in processes:
+        click.echo(f"  {p['process']:<30} {p['role']:<14} last beat {p['last_beat']}")
 
 
 @cli.command("export")

@@ -227,10 +227,40 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
                 "database",
                 str,
                 "",
-                "Database URL; empty means SQLite at <data_dir>/outofoffice.db. A URL with a "
-                "password is better kept in database_file.",
+                "Database URL; empty means SQLite at <data_dir>/outofoffice.db, else "
+                "postgresql://USER@HOST[:PORT]/DB (PostgreSQL 15 or newer). A URL with a "
+                "password is better kept in database_file, or the password in password_file.",
                 check=_database,
                 secret=True,
+            ),
+            Key(
+                "password",
+                str,
+                "",
+                "PostgreSQL password, when the URL carries none (or use password_file).",
+                secret=True,
+            ),
+            Key(
+                "pool_size",
+                int,
+                8,
+                "Connections each process keeps open to PostgreSQL.",
+                minimum=1,
+                maximum=200,
+            ),
+        ),
+    ),
+    "scheduler": (
+        "Background work: delivery, silence timers, digests, sweeps.",
+        (
+            Key(
+                "lease_seconds",
+                int,
+                120,
+                "How long one process holds a message or timer it claimed; a process that "
+                "dies lets go of its claims after this (PostgreSQL).",
+                minimum=10,
+                maximum=3600,
             ),
         ),
     ),
@@ -405,6 +435,7 @@ class Config:
     server: Any
     operator: Any
     storage: Any
+    scheduler: Any
     security: Any
     mail: Any
     retention: Any
@@ -548,6 +579,13 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Config:
 
 
 def _cross_check(config: Config, error_for: Callable[..., Callable[[str], ConfigError]]) -> None:
+    if config.storage.password:
+        if not config.database_url.startswith(("postgresql://", "postgres://")):
+            raise error_for("storage", "password")(
+                'is for a PostgreSQL database; set database = "postgresql://USER@HOST/DB"'
+            )
+        if urlsplit(config.database_url).password:
+            raise error_for("storage", "password")("the database URL has a password already")
     if config.server.routing_pages == "subdomain" and not config.server.domain:
         raise error_for("server", "domain")('is required when routing_pages = "subdomain"')
     smtp = config.mail.smtp

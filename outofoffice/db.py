@@ -6,20 +6,26 @@ email to a vendor is a promise to a caller and must survive a power cut.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import re
+import select
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import peewee
 from playhouse.pool import PooledSqliteDatabase
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from outofoffice.config import Config
+
+log = logging.getLogger(__name__)
 
 database = peewee.DatabaseProxy()
 
@@ -45,38 +51,76 @@ def _create_private(path: Path) -> None:
         return
 
 
-def connect_url(url: str) -> peewee.Database:
+def _postgresql(config: Config) -> peewee.Database:
+    """A pool of ``[storage] pool_size`` connections; the password from the URL or
+    ``[storage] password`` (``password_file``)."""
+    try:
+        import psycopg2  # noqa: F401  (the driver; peewee only says "improperly configured")
+        from playhouse.pool import PooledPostgresqlDatabase
+    except ImportError:
+        raise DatabaseError(
+            "PostgreSQL needs the psycopg2 driver: apt install python3-psycopg2, or "
+            "pip install 'outofoffice[postgresql]'"
+        ) from None
+    parts = urlsplit(config.database_url)
+    name = unquote(parts.path.lstrip("/"))
+    if not name or "/" in name:
+        raise DatabaseError("the URL must name one database: postgresql://USER@HOST/DB")
+    params = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    if parts.username:
+        params["user"] = unquote(parts.username)
+    password = unquote(parts.password) if parts.password else config.storage.password
+    if password:
+        params["password"] = password
+    if parts.hostname:
+        params["host"] = parts.hostname
+    if parts.port:
+        params["port"] = parts.port
+    params.setdefault("connect_timeout", 10)
+    params.setdefault("application_name", "outofoffice")
+    return PooledPostgresqlDatabase(
+        name,
+        max_connections=config.storage.pool_size,
+        stale_timeout=300,
+        timeout=10,  # a request waits this long for a free connection, then gets a 503
+        **params,
+    )
+
+
+def _sqlite(url: str) -> peewee.Database:
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _create_private(path)
+    # A pool: a request's close() hands its connection back instead of closing the
+    # file, which would cost a connect and its pragmas, and, when it was the last
+    # connection, a full WAL checkpoint with its fsyncs on every request.
+    # The pool hands a connection to one thread at a time, so it may move threads.
+    return PooledSqliteDatabase(
+        str(path),
+        pragmas=SQLITE_PRAGMAS,
+        max_connections=64,
+        stale_timeout=600,
+        check_same_thread=False,
+    )
+
+
+def connect(config: Config) -> peewee.Database:
+    url = config.database_url
     if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _create_private(path)
-        # A pool: a request's close() hands its connection back instead of closing the
-        # file, which would cost a connect and its pragmas, and, when it was the last
-        # connection, a full WAL checkpoint with its fsyncs on every request.
-        # The pool hands a connection to one thread at a time, so it may move threads.
-        return PooledSqliteDatabase(
-            str(path),
-            pragmas=SQLITE_PRAGMAS,
-            max_connections=64,
-            stale_timeout=600,
-            check_same_thread=False,
-        )
+        return _sqlite(url)
     if url.startswith(("postgresql://", "postgres://")):
-        try:
-            from playhouse.db_url import connect
-        except ImportError as exc:  # pragma: no cover - playhouse ships with peewee
-            raise DatabaseError(str(exc)) from None
-        try:
-            return connect(url)
-        except (ImportError, peewee.ImproperlyConfigured) as exc:
-            raise DatabaseError(f"PostgreSQL needs the psycopg2 driver: {exc}") from None
-    raise DatabaseError(f"unsupported database URL {url!r}")
+        return _postgresql(config)
+    raise DatabaseError(f"unsupported database URL {config.database_display!r}")
+
+
+def _same(a: peewee.Database, b: peewee.Database) -> bool:
+    return type(a) is type(b) and a.database == b.database and a.connect_params == b.connect_params
 
 
 def bind(config: Config) -> peewee.Database:
     """Point the shared handle at the configured database (once per process or test)."""
-    real = connect_url(config.database_url)
-    if not database.obj or database.obj.database != real.database:
+    real = connect(config)
+    if not database.obj or not _same(database.obj, real):
         if database.obj:
             close_all()
         database.initialize(real)
@@ -114,6 +158,142 @@ def write() -> Iterator[None]:
         return
     with _writer, database.atomic("IMMEDIATE"):
         yield
+
+
+# --- many processes: what SQLite gets from its one writer, PostgreSQL gets from locks ---
+
+
+def _lock_key(*name) -> int:
+    """A stable 64-bit advisory-lock number for a name (the same on every machine)."""
+    digest = hashlib.blake2b(repr(name).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def lock(*name) -> None:
+    """Hold a named lock until the transaction ends, so a read-then-write on it (is
+    this a repeat? is the firm over its limit?) is one at a time across every process
+    and machine. On SQLite the write transaction already shuts out every other writer."""
+    if not is_sqlite():
+        database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key(*name),))
+
+
+def locked(model: type[peewee.Model], row_id: int, skip_locked: bool = False):
+    """The row re-read under a row lock, inside the caller's transaction: what it says
+    stays true until the commit. ``skip_locked``: None if another process holds it."""
+    table = model._meta.table_name  # from the schema, never from input
+    text = f'SELECT * FROM "{table}" WHERE "id" = ?'  # noqa: S608
+    if not is_sqlite():
+        text += " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+    return first(model, text, row_id)
+
+
+@contextmanager
+def singleton(name: str, wait: bool = False) -> Iterator[bool]:
+    """Whether this process runs a once-per-installation job (a sweep, the digests, the
+    migrations) now; on PostgreSQL an advisory lock held on this connection for the
+    block. ``wait``: queue for it instead of skipping. On SQLite one scheduler per data
+    dir (the lock file) already makes every job a singleton."""
+    if is_sqlite():
+        yield True
+        return
+    key = _lock_key("singleton", name)
+    if wait:
+        database.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
+        held = True
+    else:
+        held = database.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+    try:
+        yield held
+    finally:
+        if held:
+            database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+NOTIFY_CHANNEL = "outofoffice_outbox"
+
+
+def notify() -> None:
+    """Wake every delivering process once this transaction commits (PostgreSQL folds
+    repeats within one transaction into one notice). Polling stays the fallback."""
+    if not is_sqlite():
+        database.execute_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
+class Listener(threading.Thread):
+    """LISTENs on a connection of its own (outside the pool) and calls ``wake`` for
+    each notice; after a lost connection it connects again and wakes once, for what
+    was queued meanwhile."""
+
+    def __init__(self, wake: Callable[[], None]):
+        super().__init__(name="listen", daemon=True)
+        self.wake = wake
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        import psycopg2
+
+        pool = database.obj
+        while not self.stopping.is_set():
+            conn = None
+            try:
+                conn = psycopg2.connect(dbname=pool.database, **pool.connect_params)
+                conn.autocommit = True
+                with conn.cursor() as cursor:
+                    cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                self.wake()
+                while not self.stopping.is_set():
+                    if select.select([conn], [], [], 1.0)[0]:
+                        conn.poll()
+                        if conn.notifies:
+                            conn.notifies.clear()
+                            self.wake()
+            except psycopg2.Error as exc:
+                log.warning("listening for new mail failed (polling goes on): %s", exc)
+                self.stopping.wait(2)
+            finally:
+                if conn is not None:
+                    conn.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=5)
+
+
+def vacuum(models: list[type[peewee.Model]]) -> None:
+    """Make deleted rows' bytes go: on SQLite secure_delete overwrote them and the WAL is
+    truncated; on PostgreSQL VACUUM frees the dead row versions for reuse."""
+    if is_sqlite():
+        database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return
+    conn = database.connection()
+    conn.commit()  # VACUUM runs outside a transaction; older peewee leaves a read open
+    autocommit, conn.autocommit = conn.autocommit, True
+    try:
+        with conn.cursor() as cursor:
+            for model in models:
+                cursor.execute(f'VACUUM "{model._meta.table_name}"')
+    finally:
+        conn.autocommit = autocommit
+
+
+def server_version() -> str:
+    """ "SQLite 3.40.1" or "PostgreSQL 15.18", for `check`."""
+    if is_sqlite():
+        return "SQLite " + database.execute_sql("SELECT sqlite_version()").fetchone()[0]
+    return "PostgreSQL " + database.execute_sql("SHOW server_version").fetchone()[0].split()[0]
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """A database that is down, restarting or locked: the page says "try again"."""
+    return isinstance(exc, (peewee.OperationalError, peewee.InterfaceError))
+
+
+def drop_idle() -> None:
+    """After a lost connection, the idle ones in the pool are most likely dead too (the
+    server restarted): close them, so the next request connects afresh."""
+    pool = database.obj
+    if hasattr(pool, "close_idle"):
+        pool.close_idle()
 
 
 @contextmanager

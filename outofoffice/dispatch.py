@@ -13,6 +13,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+import peewee
+
 from outofoffice import abuse, accounts, clock, db, notify, routing
 from outofoffice.errors import ValidationError
 from outofoffice.instance import Instance
@@ -144,6 +146,29 @@ def _new_reference(account: Account) -> str:
     raise RuntimeError("could not find a free reference")
 
 
+def _insert_with_reference(
+    instance: Instance, account: Account, values: dict
+) -> tuple[Dispatch, str]:
+    """Insert the dispatch under a fresh reference. Another process may take the same
+    one between the check and the insert: the unique index says so, and a new one is
+    tried (inside a savepoint, so the rest of the transaction stands)."""
+    for attempt in range(3):
+        reference = _new_reference(account)
+        token = status_token(instance, reference)
+        row = values | {"reference": reference, "status_token_hash": hash_token(token)}
+        try:
+            with db.database.atomic():
+                row_id = db.insert(Dispatch, **row)
+        except peewee.IntegrityError:
+            if attempt == 2:
+                raise
+            continue
+        d = Dispatch(**row)
+        d.id = row_id
+        return d, token
+    raise AssertionError("unreachable")
+
+
 def status_token(instance: Instance, reference: str) -> str:
     """The caller's private status link token: derived, so a repeat can show it again."""
     return instance.keys.sign("status-link", f"status:{reference}")
@@ -176,6 +201,11 @@ def submit(instance: Instance, account: Account, form: dict[str, str], ip: str =
     route, vendors = matched or (None, [])
     silence_ends = now + timedelta(minutes=account.escalate_after_minutes)
     with db.write():
+        # One submission per firm, and per address, at a time in the whole installation:
+        # the repeat check and the hourly limits below read, then this writes.
+        db.lock("dispatch", account.id)
+        if ip:
+            db.lock("dispatch-ip", ip)
         abuse.check_dispatch(instance.config, account, ip)
         abuse.record(ip, "dispatch", account)
         repeat = db.first(
@@ -192,11 +222,8 @@ def submit(instance: Instance, account: Account, form: dict[str, str], ip: str =
             # the repeat learns the reference, never the first caller's status link.
             event(repeat, "repeat", detail="the same phone sent this request again")
             return Submission(repeat, "", True)
-        reference = _new_reference(account)
-        token = status_token(instance, reference)
         values = dict(
             account=account,
-            reference=reference,
             subject=subject,
             category=category,
             subject_label=subject.name if subject else "",
@@ -211,12 +238,10 @@ def submit(instance: Instance, account: Account, form: dict[str, str], ip: str =
             chain_position=0,
             vendor=vendors[0] if vendors else None,
             escalate_at=silence_ends if vendors else None,
-            status_token_hash=hash_token(token),
             created_at=now,
             updated_at=now,
         )
-        d = Dispatch(**values)
-        d.id = db.insert(Dispatch, **values)
+        d, token = _insert_with_reference(instance, account, values)
         event(d, "submitted")
         if vendors:
             event(d, "routed", vendors[0], routing.describe(route, d))
@@ -230,10 +255,11 @@ def submit(instance: Instance, account: Account, form: dict[str, str], ip: str =
 
 
 def _set(d: Dispatch, **fields) -> None:
+    """Write only what changes: a column another process set meanwhile stays as it is."""
+    fields["updated_at"] = clock.now()
     for name, value in fields.items():
         setattr(d, name, value)
-    d.updated_at = clock.now()
-    d.save()
+    d.save(only=[Dispatch._meta.fields[name] for name in fields])
 
 
 def _offer(instance: Instance, d: Dispatch, vendor: Vendor, position: int, status: str) -> None:
@@ -367,7 +393,7 @@ class DispatchHooks(outbox.Hooks):
             if dead and row.account_id and row.kind not in notify.OWNER_KINDS:
                 notify.dead_letter(self.instance, row)
             return
-        d = Dispatch.get_by_id(row.dispatch_id)
+        d = db.locked(Dispatch, row.dispatch_id)
         event(d, "email_failed", row.vendor_id, f"to {row.recipient}: {reason}")
         if not dead:
             return
@@ -387,6 +413,7 @@ def deliver_outbox(instance: Instance, mailer=None) -> dict[str, int]:
         instance.keys,
         instance.sender,
         DispatchHooks(instance),
+        lease=timedelta(seconds=instance.config.scheduler.lease_seconds),
     )
 
 
@@ -407,8 +434,9 @@ def escalate_due(instance: Instance) -> int:
     ]
     for dispatch_id in due:
         with db.write():
-            d = Dispatch.get_by_id(dispatch_id)
-            if d.status in WAITING and d.escalate_at and d.escalate_at <= now:
+            # another process that holds it is passing it on: skip, never twice
+            d = db.locked(Dispatch, dispatch_id, skip_locked=True)
+            if d and d.status in WAITING and d.escalate_at and d.escalate_at <= now:
                 minutes = d.account.escalate_after_minutes
                 _pass_on(instance, d, "escalated", f"no answer in {minutes} minutes")
     if due:
@@ -469,7 +497,7 @@ def act(instance: Instance, token: str) -> tuple[ActionLink, bool]:
     changes nothing; a vendor the request has moved away from can no longer act."""
     with db.write():
         link = read_action(instance, token)
-        d = Dispatch.get_by_id(link.dispatch.id)
+        d = db.locked(Dispatch, link.dispatch.id)  # two clicks at once: one acts
         link.dispatch = d
         if not link.current:
             raise ActionError(
@@ -512,9 +540,10 @@ def reassign(instance: Instance, account: Account, d: Dispatch, vendor_id: str) 
     vendor = _owned(Vendor, account, vendor_id)
     if vendor is None or not vendor.active:
         raise ValidationError({"vendor": "Choose one of your active vendors."})
-    if d.status in FINISHED:
-        raise ValidationError({"vendor": f"This request is {d.status}."})
     with db.write():
+        d = db.locked(Dispatch, d.id)
+        if d.status in FINISHED:
+            raise ValidationError({"vendor": f"This request is {d.status}."})
         event(d, "reassigned", vendor, "by the owner")
         _offer(instance, d, vendor, d.chain_position, "sent")
     outbox.wake()
@@ -522,9 +551,10 @@ def reassign(instance: Instance, account: Account, d: Dispatch, vendor_id: str) 
 
 
 def close(account: Account, d: Dispatch, note: str = "") -> None:
-    if d.status == "closed":
-        return
     with db.write():
+        d = db.locked(Dispatch, d.id)
+        if d.status == "closed":
+            return
         event(d, "closed", detail=note.strip()[:500] or "closed by the owner")
         _set(d, status="closed", escalate_at=None)
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from outofoffice import db, keys
 from outofoffice.config import Config
@@ -23,17 +24,32 @@ BATCH = 200
 
 def rotate(config: Config, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
     """Add a new key and re-encrypt every value; returns how many rows per table, and
-    progress(done, total) counts rows looked at. One rotation at a time (a lock beside
-    the key file): two at once could lose a key."""
+    progress(done, total) counts rows looked at. One rotation at a time: two at once
+    could lose a key."""
+    with _only_rotation(config):
+        return _rotate(config, progress or (lambda done, total: None))
+
+
+@contextmanager
+def _only_rotation(config: Config) -> Iterator[None]:
+    """On PostgreSQL an advisory lock, which every machine sees; on SQLite a lock beside
+    the key file."""
+    busy = keys.KeyFileError("another rotate-key is running")
+    if not db.is_sqlite():
+        with db.singleton("rotate-key") as mine:
+            if not mine:
+                raise busy
+            yield
+        return
     lock_path = config.secret_key_path.with_name(config.secret_key_path.name + ".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise keys.KeyFileError("another rotate-key is running") from None
+        raise busy from None
     try:
-        return _rotate(config, progress or (lambda done, total: None))
+        yield
     finally:
         os.close(fd)
 
@@ -51,8 +67,7 @@ def _rotate(config: Config, progress: Callable[[int, int], None]) -> dict[str, i
 
     for model, columns in ENCRYPTED:
         counts[model._meta.table_name] = _reencrypt(model, columns, current, looked_at)
-    if db.is_sqlite():
-        db.database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.vacuum([model for model, _ in ENCRYPTED])  # the old ciphertexts' bytes go too
     return counts
 
 

@@ -33,9 +33,31 @@ def _v2_job_runs(database: peewee.Database) -> None:
     database.create_tables([models.JobRun])
 
 
+def _v3_many_processes(database: peewee.Database) -> None:
+    """Claims on outbox rows and the processes' heartbeats. Step 1 builds the outbox
+    from today's model, so a database made by this release has the columns already."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    have = {column.name for column in database.get_columns("outbox")}
+    fields = {
+        "claimed_by": models.OutboxEmail.claimed_by,
+        "claimed_until": models.OutboxEmail.claimed_until,
+    }
+    migrator = SchemaMigrator.from_database(database)
+    migrate(
+        *(
+            migrator.add_column("outbox", name, field)
+            for name, field in fields.items()
+            if name not in have
+        )
+    )
+    database.create_tables([models.ProcessBeat])
+
+
 STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("initial schema", _v1_initial),
     ("when each background job last ran", _v2_job_runs),
+    ("claims and heartbeats for many processes", _v3_many_processes),
 ]
 LATEST = len(STEPS)
 
@@ -55,6 +77,11 @@ def is_new() -> bool:
 
 def migrate() -> list[str]:
     """Apply every pending step; returns what was applied."""
+    with db.singleton("migrate", wait=True):  # processes starting together: one migrates
+        return _migrate()
+
+
+def _migrate() -> list[str]:
     database = db.database
     applied = []
     with db.write():

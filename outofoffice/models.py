@@ -142,6 +142,9 @@ class OutboxEmail(BaseModel):
     created_at = peewee.DateTimeField(default=clock.now)
     expires_at = peewee.DateTimeField()  # dead-lettered after this
     sent_at = peewee.DateTimeField(null=True)
+    # PostgreSQL: which process is delivering it, until when (schema step 3)
+    claimed_by = peewee.CharField(max_length=64, null=True)
+    claimed_until = peewee.DateTimeField(null=True)
 
     class Meta:
         table_name = "outbox"
@@ -218,6 +221,21 @@ class JobRun(BaseModel):
     summary = JSONField(default=dict)
 
 
+class ProcessBeat(BaseModel):
+    """Each running process says it is alive about every 15 seconds: /healthz and
+    `outofoffice stats` see the whole installation, not only the process they ask."""
+
+    host = peewee.CharField(max_length=255)
+    pid = peewee.IntegerField()
+    role = peewee.CharField(max_length=16)  # web|worker|web+worker
+    started_at = peewee.DateTimeField()
+    beat_at = peewee.DateTimeField(index=True)
+
+    class Meta:
+        table_name = "process"
+        indexes = ((("host", "pid"), True),)
+
+
 # The tables of schema version 1, as migration step 1 creates them.
 V1_MODELS = [
     Account,
@@ -237,4 +255,4 @@ V1_MODELS = [
     IPBlock,
     RequestCount,
 ]
-MODELS = [*V1_MODELS, JobRun]
+MODELS = [*V1_MODELS, JobRun, ProcessBeat]

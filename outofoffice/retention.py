@@ -3,7 +3,9 @@
 They run hourly from the scheduler and all at once from `outofoffice sweep`. Each
 deletes in small batches, one short write transaction per batch, so a sweep never
 holds the write lock for long; afterwards the WAL is checkpointed (TRUNCATE) so the
-deleted bytes do not linger in it (secure_delete overwrites them in the database).
+deleted bytes do not linger in it (secure_delete overwrites them in the database). On
+PostgreSQL the tables a sweep removed rows from are VACUUMed (docs/security.md says
+what PostgreSQL still keeps).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from outofoffice.config import Config
 from outofoffice.mail.filedrop import FileMailer
 from outofoffice.models import (
     Account,
+    Category,
     Dispatch,
     DispatchEvent,
     Invite,
@@ -27,8 +30,12 @@ from outofoffice.models import (
     MagicLink,
     OutboxEmail,
     RequestCount,
+    Route,
+    RouteVendor,
     Session,
     SlugHold,
+    Subject,
+    Vendor,
 )
 
 log = logging.getLogger(__name__)
@@ -144,11 +151,39 @@ SWEEPS: dict[str, Callable[[Config], int]] = {
 }
 
 
+# The tables each sweep deletes from, to VACUUM after it removed something.
+SWEPT: dict[str, tuple[type[peewee.Model], ...]] = {
+    "magic links": (MagicLink,),
+    "sessions": (Session,),
+    "IP records": (IPRecord,),
+    "sign-in emails": (OutboxEmail,),
+    "account deletions": (
+        DispatchEvent,
+        OutboxEmail,
+        Dispatch,
+        IPRecord,
+        Account,
+        Vendor,
+        Subject,
+        Category,
+        Route,
+        RouteVendor,
+        MagicLink,
+        Session,
+        Invite,
+    ),
+    "slug holds": (SlugHold,),
+    "invitations": (Invite,),
+    "request counts": (RequestCount,),
+}
+
+
 def sweep_all(config: Config) -> dict[str, int]:
     """Run every sweep now; returns what each removed."""
     removed = {name: sweep(config) for name, sweep in SWEEPS.items()}
-    if db.is_sqlite():
-        db.database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    swept = {model for name, count in removed.items() if count for model in SWEPT[name]}
+    if swept or db.is_sqlite():
+        db.vacuum(sorted(swept, key=lambda model: model._meta.table_name))
     if any(removed.values()):
         log.info("sweep: %s", ", ".join(f"{k} {v}" for k, v in removed.items() if v))
     record_run("sweep", removed)

@@ -1,7 +1,9 @@
-"""APScheduler wiring only: which jobs run, how often, and one scheduler per data dir.
+"""APScheduler wiring only: which jobs run, how often, and who may run them.
 
-Started by ``serve`` and ``worker`` (never at import). A lock file in the data dir
-keeps a second process from delivering the same outbox twice.
+Started by ``serve`` and ``worker`` (never at import). On SQLite a lock file in the
+data dir keeps a second process from delivering the same outbox twice. On PostgreSQL
+any number of processes run it: rows are claimed (outbox.py, dispatch.py), once-only
+jobs take an advisory lock, and a commit that queues mail wakes them all (LISTEN).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from outofoffice import db, dispatch, notify, retention
+from outofoffice import db, dispatch, heartbeat, notify, retention
 from outofoffice.config import Config
 from outofoffice.instance import Instance
 from outofoffice.mail import outbox
@@ -42,10 +44,20 @@ def _lock_path(config: Config) -> Path:
 
 
 def state(config: Config) -> str:
-    """ "running", "running in another process" or "stopped", for /healthz."""
+    """ "running", "running in another process (host:pid)" or "stopped", for /healthz:
+    whether some process of the installation delivers, not only this one."""
     mine = _running.get(_lock_path(config))
     if mine is not None and mine.running:
         return "running"
+    try:
+        others = heartbeat.delivering()
+    except Exception as exc:  # the database is down: the lock file may still tell
+        log.warning("could not read the heartbeats: %s", type(exc).__name__)
+        others = []
+    if others:
+        return f"running in another process ({others[0].host}:{others[0].pid})"
+    if not db.is_sqlite():
+        return "stopped"
     try:
         fd = os.open(_lock_path(config), os.O_RDONLY)
     except FileNotFoundError:
@@ -65,6 +77,7 @@ class Scheduler:
         self.lock_path = _lock_path(instance.config)
         self._lock_fd: int | None = None
         self._outbox_wanted = threading.Event()
+        self._listener: db.Listener | None = None
         self._scheduler = BackgroundScheduler(
             timezone="UTC",
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
@@ -88,7 +101,8 @@ class Scheduler:
         self._lock_fd = fd
 
     def start(self) -> None:
-        self._take_lock()
+        if db.is_sqlite():
+            self._take_lock()
         now = datetime.now(UTC)
         jobs = [
             (self.deliver_outbox, OUTBOX_JOB, {"seconds": OUTBOX_INTERVAL_SECONDS}),
@@ -102,11 +116,17 @@ class Scheduler:
             )
         self._scheduler.start()
         outbox.on_enqueue(self.wake_outbox)
+        if not db.is_sqlite():
+            self._listener = db.Listener(self.wake_outbox)
+            self._listener.start()
         _running[self.lock_path] = self
         log.info("scheduler started")
 
     def stop(self) -> None:
         outbox.remove_listener(self.wake_outbox)
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
         _running.pop(self.lock_path, None)
@@ -140,9 +160,11 @@ class Scheduler:
                 log.info("escalated %d dispatch(es) whose vendor stayed silent", count)
 
     def sweep(self) -> None:
-        with db.connection():
-            retention.sweep_all(self.instance.config)
+        with db.connection(), db.singleton(SWEEP_JOB) as mine:
+            if mine:
+                retention.sweep_all(self.instance.config)
 
     def send_digests(self) -> None:
-        with db.connection():
-            notify.send_digests(self.instance)
+        with db.connection(), db.singleton(DIGEST_JOB) as mine:
+            if mine:
+                notify.send_digests(self.instance)

@@ -11,6 +11,7 @@ import waitress
 
 from outofoffice import traffic
 from outofoffice.config import is_loopback
+from outofoffice.heartbeat import Heartbeat
 from outofoffice.instance import Instance
 from outofoffice.policy import REQUEST_BODY_MAX
 from outofoffice.scheduler import Scheduler
@@ -68,6 +69,8 @@ def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True)
     log.info("serving on http://%s:%s (public address %s)", host, port, instance.config.base_url)
     counts = traffic.Flusher(instance.traffic)
     counts.start()
+    beat = Heartbeat("web+scheduler" if scheduler else "web")
+    beat.start()
     try:
         with contextlib.suppress(KeyboardInterrupt):  # SIGINT or SIGTERM: a clean stop
             server.run()
@@ -77,3 +80,4 @@ def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True)
         counts.stop()
         if scheduler:
             scheduler.stop()
+        beat.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import peewee
 
-from outofoffice import clock, db
+from outofoffice import clock, db, heartbeat
 from outofoffice.config import Config
 from outofoffice.models import Account, Dispatch, JobRun, OutboxEmail
 from outofoffice.portability import iso
@@ -28,6 +28,10 @@ def collect(config: Config) -> dict:
     if db.is_sqlite():
         path = Path(db.database.database)
         database["bytes"] = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    else:
+        database["bytes"] = db.database.execute_sql(
+            "SELECT pg_database_size(current_database())"
+        ).fetchone()[0]
     return {
         "accounts": _by_status(Account),
         "dispatches": _by_status(Dispatch),
@@ -41,5 +45,14 @@ def collect(config: Config) -> dict:
         },
         "last_sweep": {"at": iso(sweep.finished_at), "removed": sweep.summary} if sweep else None,
         "database": database,
+        "processes": [
+            {
+                "process": f"{p.host}:{p.pid}",
+                "role": p.role,
+                "last_beat": iso(p.beat_at),
+                "started_at": iso(p.started_at),
+            }
+            for p in heartbeat.alive()
+        ],
         "generated_at": iso(now),
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from outofoffice.instance import Instance
 from outofoffice.mail import outbox
 from outofoffice.models import Category
 from outofoffice.web import create_app
+from tests import postgres
 from tests.servers import ServerProcess
 from tests.smtp_sink import free_port
 
@@ -43,10 +45,18 @@ def write_config(path: Path, sections: dict) -> Path:
     return path
 
 
+# The database of the running test: "" for SQLite in its data dir, or the URL of the
+# PostgreSQL database made for it (see the ``database_kind`` fixture).
+DATABASE = {"url": ""}
+
+
 def base_sections(tmp_path: Path, **overrides) -> dict:
+    storage = {"data_dir": str(tmp_path / "data")}
+    if DATABASE["url"]:
+        storage["database"] = DATABASE["url"]
     sections = {
         "server": {"base_url": "http://oop.example.test"},
-        "storage": {"data_dir": str(tmp_path / "data")},
+        "storage": storage,
         "mail": {"backend": "file", "from": "Out of Office Pro <noreply@oop.example.test>"},
     }
     for name, values in overrides.items():
@@ -58,6 +68,50 @@ def served_config(tmp_path: Path, port: int, **overrides) -> Path:
     """config.toml for a real `serve` on a loopback port (file mailer unless overridden)."""
     sections = base_sections(tmp_path, server={"base_url": f"http://127.0.0.1:{port}"}, **overrides)
     return write_config(tmp_path / "config.toml", sections)
+
+
+def pytest_generate_tests(metafunc):
+    """Every test runs on SQLite and on PostgreSQL, but those marked sqlite_only (about
+    SQLite's own machinery) or no_database (they never open one), and postgresql_only
+    (many processes on one database)."""
+    if "database_kind" not in metafunc.fixturenames:
+        return
+    node = metafunc.definition
+    single = node.get_closest_marker("sqlite_only") or node.get_closest_marker("no_database")
+    kinds = ["sqlite"] if single else ["sqlite", "postgresql"]
+    if node.get_closest_marker("postgresql_only"):
+        kinds = ["postgresql"]
+    metafunc.parametrize("database_kind", kinds, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    bin_dir = postgres.binaries()
+    if bin_dir is None:
+        if os.environ.get(postgres.REQUIRE):
+            pytest.fail("PostgreSQL is not installed (apt-get install -y postgresql)")
+        pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
+    cluster = postgres.Cluster(bin_dir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def database_kind(request):
+    """The database this test runs on; on PostgreSQL a new database of its own."""
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    cluster = request.getfixturevalue("postgres_cluster")
+    name = cluster.create_database()
+    DATABASE["url"] = cluster.url(name)
+    try:
+        yield "postgresql"
+    finally:
+        DATABASE["url"] = ""
+        if db.database.obj is not None:
+            db.close_all()
+        cluster.drop_database(name)
 
 
 @pytest.fixture(autouse=True)
@@ -97,6 +151,19 @@ def instance(make_instance) -> Instance:
 def conn(instance):
     with db.connection():
         yield
+
+
+def dump_database() -> str:
+    """Every stored value of every table, as text: what someone with the database alone
+    (a copy of the SQLite file, a pg_dump) would read."""
+    from outofoffice.models import MODELS
+
+    lines = []
+    for model in MODELS:
+        table = model._meta.table_name
+        for row in db.database.execute_sql(f'SELECT * FROM "{table}"').fetchall():  # noqa: S608
+            lines.append(f"{table}: " + " | ".join(map(str, row)))
+    return "\n".join(lines)
 
 
 def deliver(instance: Instance) -> dict[str, int]:

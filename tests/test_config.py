@@ -7,6 +7,8 @@ import pytest
 from outofoffice import config, policy
 from tests.conftest import write_config
 
+pytestmark = pytest.mark.no_database
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -10,6 +10,7 @@ def pragma(name):
     return db.database.execute_sql(f"PRAGMA {name}").fetchone()[0]
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_runs_with_wal_foreign_keys_full_sync_and_a_busy_timeout(conn):
     assert pragma("journal_mode") == "wal"
     assert pragma("foreign_keys") == 1

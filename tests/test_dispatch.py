@@ -9,7 +9,7 @@ from outofoffice import clock, config, db, dispatch, notify, owner_setup, routin
 from outofoffice.errors import ValidationError
 from outofoffice.instance import Instance
 from outofoffice.models import Account, Dispatch, DispatchEvent, OutboxEmail
-from tests.conftest import deliver, request_form
+from tests.conftest import deliver, dump_database, request_form
 from tests.smtp_sink import SMTPSink
 
 LINKS = ("accept", "decline", "resolve")
@@ -92,7 +92,7 @@ def test_the_vendor_email_carries_what_the_vendor_needs_and_nothing_more(submitt
 
 
 def test_caller_details_are_encrypted_at_rest(submitted):
-    dump = "\n".join(db.database.connection().iterdump())
+    dump = dump_database()
     for secret in ("Tina Tenant", "555 0199", "Pipe burst"):
         assert secret not in dump
 

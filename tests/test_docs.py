@@ -6,8 +6,11 @@ import re
 from pathlib import Path
 
 import click
+import pytest
 
 from outofoffice.cli import cli
+
+pytestmark = pytest.mark.no_database
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -7,6 +7,8 @@ import pytest
 
 from outofoffice import keys
 
+pytestmark = pytest.mark.no_database
+
 
 def test_the_key_file_is_created_once_with_mode_0600(tmp_path):
     path = tmp_path / "data" / "secret.key"

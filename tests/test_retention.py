@@ -53,6 +53,7 @@ def test_sessions_end_and_are_swept_after_session_days(make_instance, days):
     assert sweep(instance)["sessions"] == 1
 
 
+@pytest.mark.sqlite_only  # the database file is in the data dir
 def test_ip_records_go_after_ip_days_and_leave_no_trace_in_any_file(instance, owners):
     IPRecord.create(ip="203.0.113.99", kind="dispatch", account=owners[0])
     clock.advance(timedelta(days=29))
@@ -141,6 +142,7 @@ def test_the_cli_deletes_and_sweeps(instance, owners, tmp_path):
     assert Account.select().where(Account.slug == "alpha").exists()
 
 
+@pytest.mark.sqlite_only  # the database file is in the data dir
 def test_a_caller_search_of_the_data_dir_finds_nothing_right_after_a_dispatch(instance, firm):
     dispatch.submit(
         instance,
@@ -152,6 +154,35 @@ def test_a_caller_search_of_the_data_dir_finds_nothing_right_after_a_dispatch(in
         if path.is_file() and path.suffix != ".eml":
             data = path.read_bytes()
             assert b"Quentin Zebulon" not in data and b"Marmalade flood" not in data, path
+
+
+@pytest.mark.postgresql_only
+def test_a_deletion_sweep_vacuums_every_table_it_removed_rows_from(instance, firm, mailbox):
+    """PostgreSQL's counterpart of secure_delete and the WAL checkpoint: the rows are
+    gone and VACUUM has run on their tables (docs/security.md says what it still keeps)."""
+    import time
+
+    dispatch.submit(instance, firm["account"], request_form(firm))
+    mailbox.deliver()
+    with db.connection():
+        accounts.request_deletion(Account.get_by_id(firm["account"].id))
+    assert sweep(instance)["account deletions"] == 1
+    tables = {"account", "dispatch", "dispatch_event", "outbox", "vendor", "ip_record"}
+    deadline = time.monotonic() + 10
+    with db.connection():
+        assert (
+            not Dispatch.select().exists()
+            and not Vendor.select().where(Vendor.account == firm["account"].id).exists()
+        )
+        while True:  # the statistics arrive a moment after the VACUUM
+            rows = db.database.execute_sql(
+                "SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL"
+            ).fetchall()
+            vacuumed = {name for (name,) in rows}
+            if tables <= vacuumed or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert tables <= vacuumed, tables - vacuumed
 
 
 def test_rotate_key_re_encrypts_and_old_links_keep_working(instance, firm, mailbox):

@@ -8,7 +8,10 @@ try with the same Message-ID (and Idempotency-Key), never a lost email.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import secrets
+import socket
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -87,13 +90,28 @@ def enqueue(
     )
     row = OutboxEmail(**values)
     row.id = db.insert(OutboxEmail, **values)
+    db.notify()
     return row
 
 
-# Sent: the bodies are not needed any more (this runs once per email, so its text is fixed).
+# Sent: the bodies are not needed any more (this runs once per email, so its text is
+# fixed). Only the claim's holder may record it: a process whose lease ran out while it
+# sent leaves the row to the one that holds it now.
 MARK_SENT = (
     'UPDATE "outbox" SET "status" = \'sent\', "sent_at" = ?, "attempts" = ?,'
-    ' "body_text" = \'\', "body_html" = \'\', "last_error" = \'\' WHERE "id" = ?'
+    " \"body_text\" = '', \"body_html\" = '', \"last_error\" = '',"
+    ' "claimed_by" = NULL, "claimed_until" = NULL WHERE "id" = ? AND "claimed_by" IS ?'
+)
+# PostgreSQL: take due rows no other process holds, for one lease (SKIP LOCKED: two
+# processes never wait for, or take, the same row).
+CLAIM_SQL = (
+    'UPDATE "outbox" SET "claimed_by" = %s, "claimed_until" = %s WHERE "id" IN ('
+    ' SELECT o."id" FROM "outbox" o LEFT JOIN "account" a ON a."id" = o."account_id"'
+    ' WHERE o."status" = \'queued\' AND o."next_attempt_at" <= %s'
+    ' AND (o."claimed_until" IS NULL OR o."claimed_until" <= %s)'
+    ' AND (o."account_id" IS NULL OR a."status" = \'active\')'
+    ' ORDER BY (o."kind" <> \'vendor\'), o."next_attempt_at", o."id" LIMIT %s'
+    " FOR UPDATE OF o SKIP LOCKED) RETURNING *"
 )
 
 
@@ -141,56 +159,103 @@ class Hooks:
         return None
 
 
+def new_claim() -> str:
+    """Who holds a claim: this process, and this pass of it."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _due(limit: int, lease: timedelta) -> tuple[list[OutboxEmail], str | None]:
+    """The rows to send now. On SQLite one process delivers (the scheduler's lock
+    file), so it only looks; on PostgreSQL it claims them for the lease."""
+    now = clock.now()
+    if db.is_sqlite():
+        query = (
+            OutboxEmail.select()
+            .where(
+                OutboxEmail.status == "queued", OutboxEmail.next_attempt_at <= now, _deliverable()
+            )
+            # the vendor who must act goes first; owners' notices and digests can wait
+            .order_by((OutboxEmail.kind != "vendor"), OutboxEmail.next_attempt_at, OutboxEmail.id)
+            .limit(limit)
+        )
+        return list(query), None
+    claim = new_claim()
+    with db.write():
+        rows = list(OutboxEmail.raw(CLAIM_SQL, claim, now + lease, now, now, limit))
+    rows.sort(key=lambda r: (r.kind != "vendor", r.next_attempt_at, r.id))
+    return rows, claim
+
+
 def deliver_due(
-    mailer: Mailer, keys: Keys, sender: str, hooks: Hooks | None = None, limit: int = BATCH
+    mailer: Mailer,
+    keys: Keys,
+    sender: str,
+    hooks: Hooks | None = None,
+    limit: int = BATCH,
+    lease: timedelta = timedelta(seconds=120),
 ) -> dict[str, int]:
     """Send what is due; returns counts of sent, retried and dead-lettered rows."""
     hooks = hooks or Hooks()
     counts = {"sent": 0, "retry": 0, "dead": 0}
-    due = list(
-        OutboxEmail.select()
-        .where(
-            OutboxEmail.status == "queued",
-            OutboxEmail.next_attempt_at <= clock.now(),
-            _deliverable(),
-        )
-        # the vendor who must act goes first; owners' notices and digests can wait a moment
-        .order_by((OutboxEmail.kind != "vendor"), OutboxEmail.next_attempt_at, OutboxEmail.id)
-        .limit(limit)
-    )
+    due, claim = _due(limit, lease)
     with mailer.session() as session:
         for row in due:
-            counts[_deliver_one(row, session, keys, sender, hooks)] += 1
+            outcome = _deliver_one(row, claim, session, keys, sender, hooks)
+            if outcome:
+                counts[outcome] += 1
     return counts
 
 
-def _deliver_one(row: OutboxEmail, mailer: Mailer, keys: Keys, sender: str, hooks: Hooks) -> str:
+def _lost(row: OutboxEmail) -> None:
+    log.warning(
+        "outbox: email #%d: the claim ran out while sending; its new holder records it", row.id
+    )
+
+
+def _deliver_one(
+    row: OutboxEmail, claim: str | None, mailer: Mailer, keys: Keys, sender: str, hooks: Hooks
+) -> str | None:
     try:
         mailer.send(message_for(row, keys, sender))
     except MailError as exc:
-        return _record_failure(row, exc, hooks)
+        return _record_failure(row, claim, exc, hooks)
     now = clock.now()
     with db.write():
-        db.database.execute_sql(db.sql(MARK_SENT), (now, row.attempts + 1, row.id))
+        cursor = db.database.execute_sql(db.sql(MARK_SENT), (now, row.attempts + 1, row.id, claim))
+        if cursor.rowcount != 1:
+            _lost(row)
+            return None
         row.status, row.sent_at = "sent", now
         hooks.sent(row)
     log.debug("outbox: sent %s email #%d", row.kind, row.id)
     return "sent"
 
 
-def _record_failure(row: OutboxEmail, exc: MailError, hooks: Hooks) -> str:
+def _record_failure(
+    row: OutboxEmail, claim: str | None, exc: MailError, hooks: Hooks
+) -> str | None:
     now = clock.now()
     attempts = row.attempts + 1
     delay = exc.retry_after if exc.retry_after is not None else retry_delay(attempts)
     dead = exc.permanent or now + timedelta(seconds=delay) >= row.expires_at
     reason = str(exc)[:1000]
+    held = OutboxEmail.claimed_by.is_null() if claim is None else OutboxEmail.claimed_by == claim
     with db.write():
-        OutboxEmail.update(
-            status="dead" if dead else "queued",
-            attempts=attempts,
-            last_error=reason,
-            next_attempt_at=now + timedelta(seconds=delay),
-        ).where(OutboxEmail.id == row.id).execute()
+        changed = (
+            OutboxEmail.update(
+                status="dead" if dead else "queued",
+                attempts=attempts,
+                last_error=reason,
+                next_attempt_at=now + timedelta(seconds=delay),
+                claimed_by=None,
+                claimed_until=None,
+            )
+            .where(OutboxEmail.id == row.id, held)
+            .execute()
+        )
+        if changed != 1:
+            _lost(row)
+            return None
         hooks.failed(row, reason, dead)
     log.warning(
         "outbox: %s email #%d failed (try %d)%s: %s",
@@ -207,7 +272,10 @@ def retry(row_ids: list[int] | None = None) -> int:
     """Queue dead-lettered (or given) rows again, due now, with a fresh lifetime."""
     now = clock.now()
     query = OutboxEmail.update(
-        status="queued", next_attempt_at=now, expires_at=now + LIFETIME, last_error=""
+        status="queued",
+        next_attempt_at=now,
+        expires_at=now + LIFETIME,
+        last_error="",
     )
     if row_ids is None:
         query = query.where(OutboxEmail.status == "dead")

@@ -33,6 +33,11 @@ ERROR_TEXT = {
     413: ("Too large", "What you sent is too large. Shorten it and try again."),
     429: ("Too many requests", "Too many requests. Wait a while and try again."),
     500: ("Something went wrong", "Something went wrong on our side. Please try again."),
+    503: (
+        "Briefly unavailable",
+        "We cannot reach our records this moment. Try again in a minute; if it cannot "
+        "wait, phone the firm.",
+    ),
 }
 
 
@@ -164,15 +169,24 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
     app.add_hook("after_request", after_request)
 
     def error_page(err: bottle.HTTPError):
-        fallback = ERROR_TEXT[400] if err.status_code < 500 else ERROR_TEXT[500]
-        title, message = ERROR_TEXT.get(err.status_code, fallback)
+        status = err.status_code
+        if status >= 500 and db.is_disconnect(err.exception):
+            # the database restarts or is locked: say so, and connect afresh next time
+            log.warning("database unavailable: %s", type(err.exception).__name__)
+            db.drop_idle()
+            bottle.request.environ["oop.current"] = None  # the page asks nothing more of it
+            status = 503
+        fallback = ERROR_TEXT[400] if status < 500 else ERROR_TEXT[500]
+        title, message = ERROR_TEXT.get(status, fallback)
         if isinstance(err, UserError):
             message = err.body
-        elif err.status_code >= 500:
+        elif status == 503:
+            bottle.response.set_header("Retry-After", "30")
+        elif status >= 500:
             request = bottle.request
             log.error("%s %s failed: %r", request.method, loggable(request.path), err.exception)
         try:
-            return page("error.html", status=err.status_code, title=title, message=message)
+            return page("error.html", status=status, title=title, message=message)
         except Exception:  # the error page itself failed (database down): plain text
             log.exception("error page failed")
             bottle.response.content_type = "text/plain; charset=utf-8"

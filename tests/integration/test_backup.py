@@ -13,6 +13,8 @@ import threading
 import time
 import urllib.parse
 
+import pytest
+
 from tests.conftest import DATA, served_config, write_config
 from tests.servers import run_cli
 from tests.smtp_sink import free_port
@@ -58,6 +60,7 @@ class Callers(threading.Thread):
                 self.failed += 1
 
 
+@pytest.mark.sqlite_only  # SQLite's online backup API; PostgreSQL has pg_dump
 def test_a_backup_during_a_load_restores_every_dispatch_committed_before_it(tmp_path, servers):
     port = free_port()
     data = tmp_path / "data"

@@ -7,7 +7,11 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from outofoffice import config
+
+pytestmark = pytest.mark.no_database
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBIAN = ROOT / "debian"
