@@ -81,6 +81,10 @@ def may_send_sign_in(config: Config, ip: str, account: Account | None) -> bool:
     """Whether a sign-in email may go out now (per address and per IP, per hour). The
     request is recorded either way, so the work does not depend on the answer."""
     limits = config.abuse
+    if account is not None:  # count, then record: one at a time per address and per IP
+        db.lock("sign-in", account.id)
+    if ip:
+        db.lock("sign-in-ip", ip)
     allowed = not (ip and is_blocked(ip))
     if ip and _recent("login_email", ip=ip) >= limits.login_emails_per_ip_per_hour:
         allowed = False

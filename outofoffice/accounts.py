@@ -218,6 +218,11 @@ def create_account(**fields: str) -> Account:
     """Create an account and seed its industry's categories (one transaction)."""
     data = clean_signup(fields)
     with db.write():
+        # checked again under the locks: another process may have taken them meanwhile
+        db.lock("slug", data["slug"])
+        db.lock("account-email", data["email"])
+        if problem := slug_problem(data["slug"]):
+            raise ValidationError({"slug": problem})
         if Account.select().where(Account.email == data["email"]).exists():
             raise ValidationError({"email": "An account with this email already exists."})
         account = Account.create(**data)
@@ -251,7 +256,7 @@ def set_status(slug: str, status: str, config=None) -> Account:
         if account.status == "deleting":
             raise LookupError(f"{slug} is being deleted")
         account.status = status
-        account.save()
+        account.save(only=[Account.status])
         if status != "active":
             Session.delete().where(Session.account == account).execute()
             if config is not None:
@@ -265,7 +270,7 @@ def request_deletion(account: Account) -> None:
     with db.write():
         account.status = "deleting"
         account.deletion_requested_at = clock.now()
-        account.save()
+        account.save(only=[Account.status, Account.deletion_requested_at])
         Session.delete().where(Session.account == account).execute()
         MagicLink.delete().where(MagicLink.account == account).execute()
         OutboxEmail.delete().where(
@@ -393,12 +398,13 @@ def request_signup(
 def _change_email(instance: Instance, account: Account, new_email: str) -> None:
     """Switch the sign-in address: every other session and pending link of the account
     ends, and the old address is told, so a stolen session cannot keep a way in."""
+    db.lock("account-email", new_email)
     if Account.select().where(Account.email == new_email).exists():
         raise ValidationError(
             {"email": f"{new_email} belongs to another account now; choose another in settings."}
         )
     old_email, account.email = account.email, new_email
-    account.save()
+    account.save(only=[Account.email])
     Session.delete().where(Session.account == account).execute()
     MagicLink.delete().where(MagicLink.account == account, MagicLink.used_at.is_null()).execute()
     text, html = render_email(

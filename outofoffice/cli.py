@@ -542,6 +542,38 @@ def backup_command(state: State, file: Path) -> None:
     )
 
 
+@cli.command("copy-database")
+@click.argument("url")
+@pass_state
+def copy_database_command(state: State, url: str) -> None:
+    """Copy every row into the empty database at URL (postgresql://USER@HOST/DB), ids
+    and all, to move this installation there. Stop the service first. A password is
+    best kept out of the command line: libpq reads PGPASSWORD and ~/.pgpass."""
+    from outofoffice import database_copy, heartbeat
+
+    state.instance(create=False)
+    with db.connection():
+        running = heartbeat.alive()
+        if running:
+            names = ", ".join(f"{p.host}:{p.pid}" for p in running)
+            raise click.ClickException(
+                f"outofoffice is running ({names}); stop it first, so nothing is written "
+                "while the copy is made"
+            )
+        try:
+            with Progress("copying") as progress:
+                copied = database_copy.copy_database(state.config, url, progress)
+        except database_copy.CopyError as exc:
+            raise click.ClickException(str(exc)) from None
+    for table, rows in copied.items():
+        click.echo(f"{table + ':':<16}{rows} row(s)")
+    shown = database_copy.target_config(state.config, url).database_display
+    click.echo(
+        f'copied; now set [storage] database = "{shown}" in the config of every machine, '
+        "give each the same secret key, and start outofoffice again"
+    )
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @pass_state

@@ -12,6 +12,7 @@ from functools import cached_property
 from outofoffice import db, keys, migrations, traffic
 from outofoffice.config import Config
 from outofoffice.mail import Mailer, mailer_for
+from outofoffice.models import Setting
 
 
 class InstanceError(Exception):
@@ -33,6 +34,29 @@ def _load_keys(config: Config, create: bool, fresh: bool) -> keys.Keys:
         return keys.Keys.load(path)
     except (keys.KeyFileError, OSError) as exc:
         raise InstanceError(str(exc)) from None
+
+
+KEY_CHECK = "key-check"
+
+
+def _check_same_key(config: Config, secret: keys.Keys) -> None:
+    """Every process of an installation must hold the same key: one that made its own
+    (a second machine started before the key was copied to it) would write what the
+    others cannot read. The first start records a signature; a process whose keys do
+    not verify it refuses to start."""
+    row = Setting.get_or_none(Setting.name == KEY_CHECK)
+    if row is None:
+        with db.write():
+            Setting.insert(name=KEY_CHECK, value=secret.sign(KEY_CHECK, KEY_CHECK)).on_conflict(
+                conflict_target=[Setting.name], action="IGNORE"
+            ).execute()
+        row = Setting.get(Setting.name == KEY_CHECK)
+    if not secret.verify(KEY_CHECK, KEY_CHECK, row.value):
+        raise InstanceError(
+            f"{config.secret_key_path}: this is not the secret key the database was written "
+            "with; copy the key file from the machine that first started (see "
+            "docs/scale-out.md), or point [security] secret_key_file at it"
+        )
 
 
 @dataclass
@@ -65,6 +89,7 @@ class Instance:
                     applied = migrations.migrate()
                 else:
                     migrations.require_current()
+                _check_same_key(config, secret)
         except InstanceError:
             raise
         except db.DatabaseError as exc:

@@ -22,7 +22,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_BYTES = 32
-PURPOSES = ("csrf", "action-link", "status-link", "form-token", "encryption", "phone-digest")
+PURPOSES = (
+    "csrf",
+    "action-link",
+    "status-link",
+    "form-token",
+    "encryption",
+    "phone-digest",
+    "key-check",
+)
 
 
 class KeyFileError(Exception):
@@ -67,17 +75,21 @@ def add_key(path: Path) -> None:
 
 
 def create_key_file(path: Path) -> bool:
-    """Write a fresh key with mode 0600 unless one exists; True when it wrote one."""
+    """Write a fresh key with mode 0600 unless one exists; True when it wrote one. The
+    key is whole before it has its name (linked into place), so a process starting at
+    the same moment reads either no file or a complete one, never a half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = _new_key_line()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # 0600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(_new_key_line())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key)
-        fh.flush()
-        os.fsync(fh.fileno())
+    finally:
+        os.unlink(tmp)
     return True
 
 

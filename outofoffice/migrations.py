@@ -34,8 +34,9 @@ def _v2_job_runs(database: peewee.Database) -> None:
 
 
 def _v3_many_processes(database: peewee.Database) -> None:
-    """Claims on outbox rows and the processes' heartbeats. Step 1 builds the outbox
-    from today's model, so a database made by this release has the columns already."""
+    """Claims on outbox rows, the processes' heartbeats, which key wrote the data.
+    Step 1 builds the outbox from today's model, so a database this release made has
+    the columns already."""
     from playhouse.migrate import SchemaMigrator, migrate
 
     have = {column.name for column in database.get_columns("outbox")}
@@ -51,7 +52,7 @@ def _v3_many_processes(database: peewee.Database) -> None:
             if name not in have
         )
     )
-    database.create_tables([models.ProcessBeat])
+    database.create_tables([models.ProcessBeat, models.Setting])
 
 
 STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [

@@ -236,6 +236,13 @@ class ProcessBeat(BaseModel):
         indexes = ((("host", "pid"), True),)
 
 
+class Setting(BaseModel):
+    """Facts about the installation itself, such as which secret key wrote it."""
+
+    name = peewee.CharField(max_length=64, unique=True)
+    value = peewee.TextField()
+
+
 # The tables of schema version 1, as migration step 1 creates them.
 V1_MODELS = [
     Account,
@@ -255,4 +262,4 @@ V1_MODELS = [
     IPBlock,
     RequestCount,
 ]
-MODELS = [*V1_MODELS, JobRun, ProcessBeat]
+MODELS = [*V1_MODELS, JobRun, ProcessBeat, Setting]

@@ -19,6 +19,8 @@ from outofoffice.errors import ValidationError
 from outofoffice.models import Account, Category, Route, RouteVendor, Subject, Vendor
 from outofoffice.notify import NOTIFY
 
+SETTINGS_TEXT = ("name", "business_name", "contact_phone", "timezone", "notify")
+
 MAX_IMPORT_ROWS = 5000
 
 
@@ -152,7 +154,7 @@ def save(account: Account, kind: Kind, form: dict, item=None) -> peewee.Model:
             return kind.model.create(account=account, **values)
         for name, value in values.items():
             setattr(item, name, value)
-        item.save()
+        item.save(only=[kind.model._meta.fields[name] for name in values])
         return item
 
 
@@ -342,11 +344,14 @@ def save_settings(account: Account, form: dict, business_hours: dict) -> Account
         errors["business_hours"] = str(exc)
     if errors:
         raise ValidationError(errors)
+    changed = {key: values[key] for key in SETTINGS_TEXT} | {
+        "digest_hour": int(values["digest_hour"]),
+        "escalate_after_minutes": int(values["escalate_after_minutes"]),
+        "business_hours": hours,
+    }
     with db.write():
-        for key in ("name", "business_name", "contact_phone", "timezone", "notify"):
-            setattr(account, key, values[key])
-        account.digest_hour = int(values["digest_hour"])
-        account.escalate_after_minutes = int(values["escalate_after_minutes"])
-        account.business_hours = hours
-        account.save()
+        for key, value in changed.items():
+            setattr(account, key, value)
+        # only these: a status the admin set meanwhile (disabled, deleting) stays
+        account.save(only=[Account._meta.fields[key] for key in changed])
     return account

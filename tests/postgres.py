@@ -61,45 +61,27 @@ class Cluster:
 
     def start(self) -> Cluster:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
-        self.options = (
+        self.start_server()
+        return self
+
+    def start_server(self) -> None:
+        options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=400 "
             "-c shared_buffers=64MB"
         )
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "-o",
-            self.options,
-            "start",
-        )
-        return self
+        log = str(self.root / "log")
+        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-w", "-o", options, "start")
+
+    def stop_server(self) -> None:
+        """Stop the server hard, as a crash would."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
 
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
+            self.stop_server()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
-
-    def restart(self) -> None:
-        """Stop the server hard and start it again on the same port (a crash and a
-        restart, as a client sees it)."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "-o",
-            self.options,
-            "start",
-        )
 
     def url(self, name: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"

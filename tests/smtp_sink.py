@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -23,6 +24,8 @@ class _Handler:
         self.sink = sink
 
     async def handle_DATA(self, server, session, envelope):
+        if self.sink.delay:  # a slow relay: each message takes this long to accept
+            await asyncio.sleep(self.sink.delay)
         if self.sink.refuse:
             return self.sink.refuse
         message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
@@ -38,6 +41,7 @@ class SMTPSink:
         self.envelopes: list = []
         self.lock = threading.Lock()
         self.refuse = ""  # e.g. "451 try later" or "550 no such user"
+        self.delay = 0.0
         self.port = port or free_port()
         kwargs = {}
         if username:

@@ -148,10 +148,13 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
     app.config["outofoffice.instance"] = instance
 
     def before_request():
-        db.database.connect(reuse_if_open=True)
         request = bottle.request
-        # /healthz answers any name: probes and load balancers call it by address
-        if request.path != "/healthz" and not is_our_host(request.environ.get("HTTP_HOST", "")):
+        if request.path == "/healthz":
+            # any name (probes call it by address), and a database that is down is its
+            # report, not an error page
+            return
+        db.database.connect(reuse_if_open=True)
+        if not is_our_host(request.environ.get("HTTP_HOST", "")):
             raise fail(400, wrong_host)
         if request.content_length > REQUEST_BODY_MAX:
             raise fail(413, f"Requests are limited to {REQUEST_BODY_MAX // 1024} KiB.")

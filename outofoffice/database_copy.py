@@ -1,0 +1,99 @@
+"""`copy-database`: every row of this installation into another, empty database, with
+the same ids, so that links already emailed (action links, status links, sign-in
+links), sessions and queued mail keep working after a move from SQLite to PostgreSQL
+(or back). The values are copied as stored: the same secret key reads them there."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import peewee
+
+from outofoffice import db, migrations
+from outofoffice.config import Config
+from outofoffice.models import MODELS, Account, ProcessBeat
+
+BATCH = 500
+# Heartbeats describe the processes running now, not the installation's data.
+COPIED = [model for model in MODELS if model is not ProcessBeat]
+
+
+class CopyError(Exception):
+    """The copy cannot start: the message says what to fix."""
+
+
+def target_config(config: Config, url: str) -> Config:
+    storage = dataclasses.replace(config.storage, database=url)
+    return dataclasses.replace(config, storage=storage)
+
+
+def copy_database(
+    config: Config, url: str, progress: Callable[[int, int], None] | None = None
+) -> dict[str, int]:
+    """Copy every table (parents first) into the database at ``url``; returns the rows
+    copied per table. The target gets this release's schema and must hold no account."""
+    progress = progress or (lambda done, total: None)
+    source = db.database.obj
+    try:
+        target = db.connect(target_config(config, url))
+    except db.DatabaseError as exc:
+        raise CopyError(f"the target database: {exc}") from None
+    if type(target) is type(source) and target.database == source.database:
+        raise CopyError("the target is the database this installation uses now")
+    _prepare(target, source)
+    total = sum(model.select().count() for model in COPIED)
+    copied: dict[str, int] = {}
+    done = 0
+    for model in COPIED:
+        copied[model._meta.table_name] = _copy_table(model, source, target)
+        done += copied[model._meta.table_name]
+        progress(done, total)
+    if not isinstance(target, peewee.SqliteDatabase):
+        _move_sequences(target)
+    target.close()
+    return copied
+
+
+def _prepare(target: peewee.Database, source: peewee.Database) -> None:
+    """This release's schema in the target, which must hold no account yet."""
+    db.database.initialize(target)  # the migrations work on the bound handle
+    try:
+        with db.connection():
+            migrations.migrate()
+            if Account.select().exists():
+                raise CopyError("the target database holds accounts already; give an empty one")
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        raise CopyError(f"cannot open the target database: {exc}".strip()) from None
+    finally:
+        db.database.initialize(source)
+
+
+def _copy_table(model: type[peewee.Model], source, target) -> int:
+    fields = model._meta.sorted_fields
+    count, last = 0, 0
+    while True:
+        with source.bind_ctx([model], bind_refs=False, bind_backrefs=False):
+            rows = list(
+                model.select(*fields)
+                .where(model.id > last)
+                .order_by(model.id)
+                .limit(BATCH)
+                .tuples()
+            )
+        if not rows:
+            return count
+        with target.bind_ctx([model], bind_refs=False, bind_backrefs=False), target.atomic():
+            model.insert_many(rows, fields=fields).execute()
+        count += len(rows)
+        last = rows[-1][0]
+
+
+def _move_sequences(target: peewee.Database) -> None:
+    """Rows came with their ids: each id sequence continues after the highest."""
+    for model in MODELS:
+        table = model._meta.table_name  # from the schema, never from input
+        target.execute_sql(
+            f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'),"  # noqa: S608
+            f' COALESCE((SELECT MAX("id") FROM "{table}"), 0) + 1, false)'
+        )
