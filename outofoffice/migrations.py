@@ -44,7 +44,8 @@ def _v3_many_processes(database: peewee.Database) -> None:
         "claimed_by": models.OutboxEmail.claimed_by,
         "claimed_until": models.OutboxEmail.claimed_until,
     }
-    migrator = SchemaMigrator.from_database(database)
+    real = database.obj if isinstance(database, peewee.DatabaseProxy) else database
+    migrator = SchemaMigrator.from_database(real)  # older peewee knows no proxy
     migrate(
         *(
             migrator.add_column("outbox", name, field)
