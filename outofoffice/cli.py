@@ -498,7 +498,7 @@ def sweep(state: State) -> None:
     from outofoffice import retention
 
     state.instance()
-    with db.connection():
+    with db.connection(), db.singleton("sweep", wait=True):  # after a scheduler's sweep
         removed = retention.sweep_all(state.config)
     for name, count in removed.items():
         click.echo(f"{name + ':':<20}{count}")

@@ -37,8 +37,9 @@ class Cluster:
     """One postgres server on a free loopback port, owned by an unprivileged user (the
     server refuses to run as root)."""
 
-    def __init__(self, bin_dir: Path):
+    def __init__(self, bin_dir: Path, durable: bool = False):
         self.bin = bin_dir
+        self.durable = durable  # fsync on, as a real server runs (the benchmarks)
         self.root = Path(tempfile.mkdtemp(prefix="outofoffice-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
@@ -59,17 +60,25 @@ class Cluster:
             **kwargs,
         )
 
+    # a role that must give its password (the others are trusted): for password_file
+    PASSWORD_ROLE, PASSWORD = "keeper", "S3cret-pw"
+
     def start(self) -> Cluster:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        hba = self.data / "pg_hba.conf"
+        line = f"host all {self.PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(line + hba.read_text())
         self.start_server()
+        self.sql(f"CREATE ROLE {self.PASSWORD_ROLE} LOGIN PASSWORD '{self.PASSWORD}'")
         return self
 
     def start_server(self) -> None:
         options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=400 "
-            "-c shared_buffers=64MB"
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
+            "-c max_connections=400 -c shared_buffers=128MB"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         log = str(self.root / "log")
         self._run("pg_ctl", "-D", str(self.data), "-l", log, "-w", "-o", options, "start")
 
@@ -108,9 +117,9 @@ class Cluster:
         )
         return result.stdout.strip()
 
-    def create_database(self) -> str:
+    def create_database(self, owner: str = "postgres") -> str:
         name = f"test_{os.getpid()}_{next(self._names)}"
-        self.sql(f'CREATE DATABASE "{name}"')
+        self.sql(f'CREATE DATABASE "{name}" OWNER "{owner}"')
         return name
 
     def drop_database(self, name: str) -> None:

@@ -63,3 +63,56 @@ def test_a_version_1_database_migrates_to_the_latest(instance):
         ]
         assert models.JobRun.table_exists()
         assert migrations.current_version() == migrations.LATEST
+
+
+@pytest.mark.postgresql_only
+def test_requests_share_a_pool_of_postgresql_connections(make_instance):
+    """Each request used to open a connection of its own; now they come from a pool of
+    [storage] pool_size per process."""
+    from tests.conftest import client
+
+    instance = make_instance(storage={"pool_size": 3})
+    app = client(instance)
+    for _ in range(20):
+        app.get("/privacy")
+    with db.connection():
+        (count,) = db.database.execute_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'outofoffice'"
+        ).fetchone()
+    assert 1 <= count <= 3
+
+
+@pytest.mark.postgresql_only
+def test_the_postgresql_password_comes_from_password_file(tmp_path, postgres_cluster):
+    from click.testing import CliRunner
+
+    from outofoffice.cli import cli
+    from tests.conftest import base_sections, write_config
+
+    role = postgres_cluster.PASSWORD_ROLE
+    name = postgres_cluster.create_database(owner=role)
+    url = f"postgresql://{role}@127.0.0.1:{postgres_cluster.port}/{name}"
+    try:
+        (tmp_path / "db-password").write_text(postgres_cluster.PASSWORD + "\n")
+        good = write_config(
+            tmp_path / "good.toml",
+            base_sections(tmp_path, storage={"database": url, "password_file": "db-password"}),
+        )
+        result = CliRunner().invoke(cli, ["--config", str(good), "migrate"])
+        assert result.exit_code == 0, result.output
+        result = CliRunner().invoke(cli, ["--config", str(good), "check"])
+        assert result.exit_code == 0, result.output
+        assert "PostgreSQL 1" in result.output and postgres_cluster.PASSWORD not in result.output
+        (tmp_path / "wrong").write_text("not-it\n")
+        bad = write_config(
+            tmp_path / "bad.toml",
+            base_sections(tmp_path, storage={"database": url, "password_file": "wrong"}),
+        )
+        result = CliRunner().invoke(cli, ["--config", str(bad), "check"])
+        assert result.exit_code == 1
+        assert "password authentication failed" in result.output
+        assert "not-it" not in result.output
+    finally:
+        db.close_all()
+        postgres_cluster.drop_database(name)
