@@ -5,9 +5,11 @@ run on this machine.
     python bench/scale_out.py [--seconds 10] [--rates 20,30,40,...] [--setups sqlite:1,pg:1,pg:2,pg:4]
 
 Each setup is a fresh installation: a real SMTP server (bench/smtp_sink.py, its own
-process), the demo firm, N `outofoffice serve` processes (each with its scheduler) on
-one database and one secret key, and callers posting at a fixed rate spread evenly over
-the processes. PostgreSQL is a cluster of its own in a temporary folder, with fsync on
+process), --firms demo firms, N `outofoffice serve` processes (each with its scheduler)
+on one database and one secret key, and callers posting at a fixed rate spread evenly
+over the processes and the firms, each sender thread from a loopback address of its
+own (a hoster's many callers and firms; one firm's requests, and one address's, take
+their turn, since its hourly limit and its repeat check read before they write). PostgreSQL is a cluster of its own in a temporary folder, with fsync on
 (as SQLite runs with synchronous=FULL). For each setup the rates are tried in order
 until one does not hold: a rate holds when every vendor email arrives and the p99 from
 submit to the SMTP server accepting the vendor email is under 300 ms.
@@ -39,7 +41,7 @@ P99_TARGET_MS = 300
 
 
 class Installation:
-    def __init__(self, kind: str, processes: int, smtp_port: int, url: str = ""):
+    def __init__(self, kind: str, processes: int, firms: int, smtp_port: int, url: str = ""):
         self.workdir = Path(tempfile.mkdtemp(prefix="oop-scale-"))
         self.ports = [free_port() for _ in range(processes)]
         self.configs = []
@@ -60,7 +62,9 @@ class Installation:
             )
             self.configs.append(config)
         cli(self.configs[0], "migrate")
-        cli(self.configs[0], "demo", "--slug", "bench-firm")
+        self.slugs = [f"bench-firm-{i}" for i in range(firms)]
+        for slug in self.slugs:
+            cli(self.configs[0], "demo", "--slug", slug)
         self.processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "outofoffice", "--config", str(c), "serve"],
@@ -69,21 +73,31 @@ class Installation:
             )
             for c in self.configs
         ]
-        self.page = self._page()
-
-    def _page(self) -> str:
         for port in self.ports:
-            for _ in range(150):
-                try:
-                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    connection.request("GET", "/r/bench-firm")
-                    page = connection.getresponse().read().decode()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            else:
-                raise SystemExit(f"the server on port {port} did not start")
-        return page
+            self._page(port, self.slugs[0])
+        self.forms = {slug: self._form(self._page(self.ports[0], slug)) for slug in self.slugs}
+
+    @staticmethod
+    def _page(port: int, slug: str) -> str:
+        for _ in range(150):
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                connection.request("GET", f"/r/{slug}")
+                return connection.getresponse().read().decode()
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit(f"the server on port {port} did not start")
+
+    @staticmethod
+    def _form(page: str) -> dict:
+        """The fields a caller's browser would send, from the firm's routing page."""
+        import re
+
+        return {
+            "subject": re.search(r'<option value="(\d+)">', page).group(1),
+            "category": re.search(r'name="category" value="(\d+)"', page).group(1),
+            "form_token": re.search(r'name="form_token" value="([^"]+)"', page).group(1),
+        }
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p.pid) for p in self.processes)
@@ -96,36 +110,38 @@ class Installation:
 
 
 def load(inst: Installation, accepted: dict, first: int, rate: float, seconds: float) -> dict:
-    """Callers at a fixed rate, round-robin over the processes; the step's figures."""
-    import re
-
-    subject = re.search(r'<option value="(\d+)">', inst.page).group(1)
-    category = re.search(r'name="category" value="(\d+)"', inst.page).group(1)
-    token = re.search(r'name="form_token" value="([^"]+)"', inst.page).group(1)
+    """Callers at a fixed rate, round-robin over the processes and firms; the step's
+    figures."""
     total = int(rate * seconds)
     sent_at: dict[int, float] = {}
     failures: list[int] = []
     local = threading.local()
+    addresses = iter(range(2, 250))
+    lock = threading.Lock()
 
     def submit(n: int) -> None:
         port = inst.ports[n % len(inst.ports)]
+        slug = inst.slugs[(n // len(inst.ports)) % len(inst.slugs)]
+        if not hasattr(local, "address"):
+            with lock:
+                local.address = f"127.0.0.{next(addresses)}"
         connections = local.__dict__.setdefault("connections", {})
         if port not in connections:
-            connections[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            connections[port] = http.client.HTTPConnection(
+                "127.0.0.1", port, timeout=30, source_address=(local.address, 0)
+            )
         body = urllib.parse.urlencode(
-            {
-                "subject": subject,
-                "category": category,
+            inst.forms[slug]
+            | {
                 "name": f"Bench Caller {n}",
                 "phone": f"+1 555 {n:07d}",
                 "description": f"Load test request bench-{n}-end",
-                "form_token": token,
             }
         )
         sent_at[n] = time.time()
         try:
             connections[port].request(
-                "POST", "/r/bench-firm", body, {"Content-Type": "application/x-www-form-urlencoded"}
+                "POST", f"/r/{slug}", body, {"Content-Type": "application/x-www-form-urlencoded"}
             )
             response = connections[port].getresponse()
             response.read()
@@ -175,6 +191,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="length of each rate step")
     parser.add_argument("--rates", default="20,30,40,50,60,70,80,90,100,110,120,140,160")
     parser.add_argument("--setups", default="sqlite:1,pg:1,pg:2,pg:4")
+    parser.add_argument("--firms", type=int, default=10, help="demo firms callers spread over")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     setups = [(kind, int(n)) for kind, n in (s.split(":") for s in args.setups.split(","))]
@@ -198,7 +215,7 @@ def main() -> None:
                 print("PostgreSQL is not installed (apt-get install postgresql): skipping", kind)
                 continue
             url = cluster.url(cluster.create_database()) if kind == "pg" else ""
-            inst = Installation(kind, count, smtp_port, url)
+            inst = Installation(kind, count, args.firms, smtp_port, url)
             best = None
             try:
                 for rate in rates:

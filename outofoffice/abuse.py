@@ -43,7 +43,13 @@ RECENT_SQL = {
         'SELECT COUNT(*) FROM "ip_record" WHERE "kind" = ? AND "account_id" = ? AND "at" > ?'
     ),
 }
-FIRM_SQL = 'SELECT COUNT(*) FROM "dispatch" WHERE "account_id" = ? AND "created_at" > ?'
+# A caller's submission: the blocklist, the address's and the firm's last hour, at once.
+DISPATCH_LIMITS_SQL = (
+    'SELECT (SELECT COUNT(*) FROM "ip_block" WHERE "ip" = ?'
+    ' AND ("expires_at" IS NULL OR "expires_at" > ?)),'
+    ' (SELECT COUNT(*) FROM "ip_record" WHERE "kind" = \'dispatch\' AND "ip" = ? AND "at" > ?),'
+    ' (SELECT COUNT(*) FROM "dispatch" WHERE "account_id" = ? AND "created_at" > ?)'
+)
 
 
 def _scalar(text: str, *params):
@@ -68,12 +74,13 @@ def check_dispatch(config: Config, account: Account, ip: str) -> None:
     """Refused when the address is blocked or over its hourly limit, or the firm is
     over its own (a flood against one firm pages no one)."""
     limits = config.abuse
-    if ip and (is_blocked(ip) or _recent("dispatch", ip=ip) >= limits.dispatches_per_ip_per_hour):
+    now = clock.now()
+    blocked, from_ip, to_firm = _scalar(
+        DISPATCH_LIMITS_SQL, ip, now, ip, now - HOUR, account.id, now - HOUR
+    )
+    if ip and (blocked or from_ip >= limits.dispatches_per_ip_per_hour):
         raise Refused(ip)
-    if (
-        _scalar(FIRM_SQL, account.id, clock.now() - HOUR)[0]
-        >= limits.dispatches_per_account_per_hour
-    ):
+    if to_firm >= limits.dispatches_per_account_per_hour:
         raise Refused(account.slug)
 
 
@@ -81,10 +88,8 @@ def may_send_sign_in(config: Config, ip: str, account: Account | None) -> bool:
     """Whether a sign-in email may go out now (per address and per IP, per hour). The
     request is recorded either way, so the work does not depend on the answer."""
     limits = config.abuse
-    if account is not None:  # count, then record: one at a time per address and per IP
-        db.lock("sign-in", account.id)
-    if ip:
-        db.lock("sign-in-ip", ip)
+    # count, then record: one at a time per address and per IP
+    db.lock(*([("sign-in", account.id)] if account else []), *([("sign-in-ip", ip)] if ip else []))
     allowed = not (ip and is_blocked(ip))
     if ip and _recent("login_email", ip=ip) >= limits.login_emails_per_ip_per_hour:
         allowed = False

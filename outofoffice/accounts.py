@@ -219,8 +219,7 @@ def create_account(**fields: str) -> Account:
     data = clean_signup(fields)
     with db.write():
         # checked again under the locks: another process may have taken them meanwhile
-        db.lock("slug", data["slug"])
-        db.lock("account-email", data["email"])
+        db.lock(("slug", data["slug"]), ("account-email", data["email"]))
         if problem := slug_problem(data["slug"]):
             raise ValidationError({"slug": problem})
         if Account.select().where(Account.email == data["email"]).exists():
@@ -398,7 +397,7 @@ def request_signup(
 def _change_email(instance: Instance, account: Account, new_email: str) -> None:
     """Switch the sign-in address: every other session and pending link of the account
     ends, and the old address is told, so a stolen session cannot keep a way in."""
-    db.lock("account-email", new_email)
+    db.lock(("account-email", new_email))
     if Account.select().where(Account.email == new_email).exists():
         raise ValidationError(
             {"email": f"{new_email} belongs to another account now; choose another in settings."}

@@ -169,12 +169,15 @@ def _lock_key(*name) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def lock(*name) -> None:
-    """Hold a named lock until the transaction ends, so a read-then-write on it (is
+def lock(*names: tuple) -> None:
+    """Hold named locks until the transaction ends, so a read-then-write on them (is
     this a repeat? is the firm over its limit?) is one at a time across every process
-    and machine. On SQLite the write transaction already shuts out every other writer."""
-    if not is_sqlite():
-        database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key(*name),))
+    and machine; one round trip for all. Each name is a tuple; take them in the same
+    order everywhere. On SQLite the write transaction already shuts out every other
+    writer."""
+    if not is_sqlite() and names:
+        calls = ", ".join(["pg_advisory_xact_lock(%s)"] * len(names))
+        database.execute_sql(f"SELECT {calls}", [_lock_key(*name) for name in names])
 
 
 def locked(model: type[peewee.Model], row_id: int, skip_locked: bool = False):
@@ -213,8 +216,8 @@ NOTIFY_CHANNEL = "outofoffice_outbox"
 
 
 def notify() -> None:
-    """Wake every delivering process once this transaction commits (PostgreSQL folds
-    repeats within one transaction into one notice). Polling stays the fallback."""
+    """Wake every delivering process (PostgreSQL; inside a transaction the notice goes
+    at the commit). Polling stays the fallback."""
     if not is_sqlite():
         database.execute_sql(f"NOTIFY {NOTIFY_CHANNEL}")
 
@@ -328,18 +331,19 @@ def insert(model: type[peewee.Model], **values) -> int:
     for field, default in meta.defaults.items():
         if field.name not in values:
             values[field.name] = default() if callable(default) else default
-    if not is_sqlite():
-        return model.insert(**values).execute()
-    key = (model, tuple(values))
+    sqlite = is_sqlite()
+    key = (model, tuple(values), sqlite)
     text = _inserts.get(key)
     if text is None:
         columns = ", ".join(f'"{meta.fields[name].column_name}"' for name in values)
         marks = ", ".join("?" * len(values))
         # names from the schema, never from input
         text = f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({marks})'  # noqa: S608
+        text = text if sqlite else sql(text) + ' RETURNING "id"'
         _inserts[key] = text
     params = [meta.fields[name].db_value(value) for name, value in values.items()]
-    return database.execute_sql(text, params).lastrowid
+    cursor = database.execute_sql(text, params)
+    return cursor.lastrowid if sqlite else cursor.fetchone()[0]
 
 
 def first(model: type[peewee.Model], text: str, *params):

@@ -136,37 +136,30 @@ def clean_request(account: Account, form: dict[str, str]) -> dict:
     return data | {"subject": subject, "category": category}
 
 
-def _new_reference(account: Account) -> str:
+def _new_reference(account: Account, length: int) -> str:
     prefix = (re.sub(r"[^A-Za-z0-9]", "", account.slug).upper() + "XXX")[:3]
-    for length in (4, 4, 4, 5, 6, 8):
-        code = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(length))
-        reference = f"{prefix}-{code}"
-        if db.first(Dispatch, 'SELECT * FROM "dispatch" WHERE "reference" = ?', reference) is None:
-            return reference
-    raise RuntimeError("could not find a free reference")
+    return f"{prefix}-{''.join(secrets.choice(REFERENCE_ALPHABET) for _ in range(length))}"
 
 
 def _insert_with_reference(
     instance: Instance, account: Account, values: dict
 ) -> tuple[Dispatch, str]:
-    """Insert the dispatch under a fresh reference. Another process may take the same
-    one between the check and the insert: the unique index says so, and a new one is
-    tried (inside a savepoint, so the rest of the transaction stands)."""
-    for attempt in range(3):
-        reference = _new_reference(account)
+    """Insert the dispatch under a fresh reference. One that is taken (by this firm's
+    earlier requests, or by another process this moment) fails the unique index, and
+    a longer one is tried, inside a savepoint, so the rest of the transaction stands."""
+    for length in (4, 4, 4, 5, 6, 8):
+        reference = _new_reference(account, length)
         token = status_token(instance, reference)
         row = values | {"reference": reference, "status_token_hash": hash_token(token)}
         try:
             with db.database.atomic():
                 row_id = db.insert(Dispatch, **row)
         except peewee.IntegrityError:
-            if attempt == 2:
-                raise
             continue
         d = Dispatch(**row)
         d.id = row_id
         return d, token
-    raise AssertionError("unreachable")
+    raise RuntimeError("could not find a free reference")
 
 
 def status_token(instance: Instance, reference: str) -> str:
@@ -203,9 +196,7 @@ def submit(instance: Instance, account: Account, form: dict[str, str], ip: str =
     with db.write():
         # One submission per firm, and per address, at a time in the whole installation:
         # the repeat check and the hourly limits below read, then this writes.
-        db.lock("dispatch", account.id)
-        if ip:
-            db.lock("dispatch-ip", ip)
+        db.lock(("dispatch", account.id), *([("dispatch-ip", ip)] if ip else []))
         abuse.check_dispatch(instance.config, account, ip)
         abuse.record(ip, "dispatch", account)
         repeat = db.first(

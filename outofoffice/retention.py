@@ -111,7 +111,7 @@ def hold_slug(slug: str, reason: str, config: Config, now=None) -> None:
     """Keep a slug from anyone else for the hold period (callers may still have it)."""
     now = now or clock.now()
     expires = now + timedelta(days=config.retention.slug_hold_days)
-    db.lock("slug", slug)  # a signup for this slug waits, then sees the hold
+    db.lock(("slug", slug))  # a signup for this slug waits, then sees the hold
     existing = SlugHold.get_or_none(SlugHold.slug == slug)
     if existing is None:
         SlugHold.create(slug=slug, reason=reason, created_at=now, expires_at=expires)

@@ -44,8 +44,14 @@ def remove_listener(listener: Callable[[], None]) -> None:
 
 
 def wake() -> None:
+    """After a commit that queued mail: this process's scheduler, and on PostgreSQL every
+    other one, delivers it now. Polling remains if a notice is lost."""
     for listener in list(_wake_listeners):
         listener()
+    try:
+        db.notify()
+    except Exception as exc:  # committed already: the caller's answer must not fail now
+        log.warning("could not wake the other processes (they poll): %s", type(exc).__name__)
 
 
 def new_message_id(sender: str) -> str:
@@ -90,7 +96,6 @@ def enqueue(
     )
     row = OutboxEmail(**values)
     row.id = db.insert(OutboxEmail, **values)
-    db.notify()
     return row
 
 
