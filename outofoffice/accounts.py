@@ -249,7 +249,9 @@ def set_status(slug: str, status: str, config=None) -> Account:
     from outofoffice import retention
 
     with db.write():
-        account = Account.get_or_none(Account.slug == slug)
+        db.lock(("slug", slug))  # before the row, as the deletion sweep takes them
+        found = Account.get_or_none(Account.slug == slug)
+        account = found and db.locked(Account, found.id)  # an owner's deletion wins
         if account is None:
             raise LookupError(f"no account with slug {slug!r}")
         if account.status == "deleting":

@@ -454,7 +454,7 @@ class Config:
     @property
     def database_display(self) -> str:
         """The database URL with any password hidden, for logs and `check`."""
-        return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:<redacted>@", self.database_url)
+        return display_url(self.database_url)
 
     @property
     def secret_key_path(self) -> Path:
@@ -578,6 +578,24 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Config:
     return config
 
 
+def display_url(url: str) -> str:
+    """A database URL fit to show: a password in it, before the host or as a query
+    parameter, is replaced by <redacted>."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:<redacted>@{host}" if colon else netloc
+    query = "&".join(
+        f"{key}=<redacted>" if key.lower() == "password" else f"{key}={value}" if sep else key
+        for key, sep, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
 def _cross_check(config: Config, error_for: Callable[..., Callable[[str], ConfigError]]) -> None:
     if config.storage.password:
         if not config.database_url.startswith(("postgresql://", "postgres://")):
@@ -597,6 +615,12 @@ def _cross_check(config: Config, error_for: Callable[..., Callable[[str], Config
     ):
         raise error_for("mail.smtp", "security")(
             f'"none" would send the password in the clear to {smtp.host}; use "starttls" or "ssl"'
+        )
+    lease = config.scheduler.lease_seconds
+    if config.mail.backend == "smtp" and lease < 3 * smtp.timeout:
+        raise error_for("scheduler", "lease_seconds")(
+            f"must be at least 3 x [mail.smtp] timeout ({3 * smtp.timeout}), so that one "
+            f"slow send never outlasts its claim, got {lease}"
         )
     if config.mail.backend == "resend" and not config.mail.resend.api_key:
         raise error_for("mail.resend", "api_key")(

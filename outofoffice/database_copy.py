@@ -12,7 +12,7 @@ import peewee
 
 from outofoffice import db, migrations
 from outofoffice.config import Config
-from outofoffice.models import MODELS, Account, ProcessBeat
+from outofoffice.models import MODELS, OutboxEmail, ProcessBeat
 
 BATCH = 500
 # Heartbeats describe the processes running now, not the installation's data.
@@ -23,9 +23,20 @@ class CopyError(Exception):
     """The copy cannot start: the message says what to fix."""
 
 
+# Claims belong to processes of the old installation: none of them runs there.
+UNCLAIMED = {OutboxEmail.claimed_by, OutboxEmail.claimed_until}
+
+
 def target_config(config: Config, url: str) -> Config:
-    storage = dataclasses.replace(config.storage, database=url)
+    """The config with the target database; this one's password is not sent there (the
+    target's comes from its URL, PGPASSWORD or ~/.pgpass)."""
+    storage = dataclasses.replace(config.storage, database=url, password="")
     return dataclasses.replace(config, storage=storage)
+
+
+def _where(database: peewee.Database) -> tuple:
+    params = getattr(database, "connect_params", {})
+    return type(database), database.database, params.get("host"), params.get("port")
 
 
 def copy_database(
@@ -39,7 +50,7 @@ def copy_database(
         target = db.connect(target_config(config, url))
     except db.DatabaseError as exc:
         raise CopyError(f"the target database: {exc}") from None
-    if type(target) is type(source) and target.database == source.database:
+    if _where(target) == _where(source):
         raise CopyError("the target is the database this installation uses now")
     _prepare(target, source)
     total = sum(model.select().count() for model in COPIED)
@@ -61,8 +72,11 @@ def _prepare(target: peewee.Database, source: peewee.Database) -> None:
     try:
         with db.connection():
             migrations.migrate()
-            if Account.select().exists():
-                raise CopyError("the target database holds accounts already; give an empty one")
+            filled = [m._meta.table_name for m in COPIED if m.select().exists()]
+            if filled:
+                raise CopyError(
+                    f"the target database is not empty ({', '.join(filled)}); give an empty one"
+                )
     except (peewee.OperationalError, peewee.InterfaceError) as exc:
         raise CopyError(f"cannot open the target database: {exc}".strip()) from None
     finally:
@@ -71,6 +85,7 @@ def _prepare(target: peewee.Database, source: peewee.Database) -> None:
 
 def _copy_table(model: type[peewee.Model], source, target) -> int:
     fields = model._meta.sorted_fields
+    cleared = [i for i, field in enumerate(fields) if field in UNCLAIMED]
     count, last = 0, 0
     while True:
         with source.bind_ctx([model], bind_refs=False, bind_backrefs=False):
@@ -83,10 +98,12 @@ def _copy_table(model: type[peewee.Model], source, target) -> int:
             )
         if not rows:
             return count
+        last = rows[-1][0]
+        if cleared:
+            rows = [tuple(None if i in cleared else v for i, v in enumerate(r)) for r in rows]
         with target.bind_ctx([model], bind_refs=False, bind_backrefs=False), target.atomic():
             model.insert_many(rows, fields=fields).execute()
         count += len(rows)
-        last = rows[-1][0]
 
 
 def _move_sequences(target: peewee.Database) -> None:

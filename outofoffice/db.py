@@ -175,6 +175,7 @@ def lock(*names: tuple) -> None:
     and machine; one round trip for all. Each name is a tuple; take them in the same
     order everywhere. On SQLite the write transaction already shuts out every other
     writer."""
+    assert database.in_transaction(), "db.lock() holds until a transaction ends: use db.write()"
     if not is_sqlite() and names:
         calls = ", ".join(["pg_advisory_xact_lock(%s)"] * len(names))
         database.execute_sql(f"SELECT {calls}", [_lock_key(*name) for name in names])
@@ -209,7 +210,11 @@ def singleton(name: str, wait: bool = False) -> Iterator[bool]:
         yield held
     finally:
         if held:
-            database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+            try:
+                database.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+            except (peewee.OperationalError, peewee.InterfaceError, peewee.InternalError) as exc:
+                # the connection broke: the lock went with its session
+                log.warning("could not release the %s lock: %s", name, type(exc).__name__)
 
 
 NOTIFY_CHANNEL = "outofoffice_outbox"
@@ -218,8 +223,14 @@ NOTIFY_CHANNEL = "outofoffice_outbox"
 def notify() -> None:
     """Wake every delivering process (PostgreSQL; inside a transaction the notice goes
     at the commit). Polling stays the fallback."""
-    if not is_sqlite():
+    if is_sqlite():
+        return
+    try:
         database.execute_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+    except peewee.DatabaseError:
+        if not database.in_transaction():
+            database.rollback()  # leave the connection fit for the rest of the request
+        raise
 
 
 class Listener(threading.Thread):
@@ -287,8 +298,11 @@ def server_version() -> str:
 
 
 def is_disconnect(exc: BaseException) -> bool:
-    """A database that is down, restarting or locked: the page says "try again"."""
-    return isinstance(exc, (peewee.OperationalError, peewee.InterfaceError))
+    """A database that is down, restarting, locked or out of free connections: the
+    page says "try again"."""
+    from playhouse.pool import MaxConnectionsExceeded
+
+    return isinstance(exc, (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded))
 
 
 def drop_idle() -> None:

@@ -154,7 +154,9 @@ def _insert_with_reference(
         try:
             with db.database.atomic():
                 row_id = db.insert(Dispatch, **row)
-        except peewee.IntegrityError:
+        except peewee.IntegrityError as exc:
+            if "reference" not in str(exc) and "status_token" not in str(exc):
+                raise
             continue
         d = Dispatch(**row)
         d.id = row_id

@@ -12,7 +12,7 @@ from functools import cached_property
 from outofoffice import db, keys, migrations, traffic
 from outofoffice.config import Config
 from outofoffice.mail import Mailer, mailer_for
-from outofoffice.models import Setting
+from outofoffice.models import Dispatch, Setting
 
 
 class InstanceError(Exception):
@@ -39,23 +39,41 @@ def _load_keys(config: Config, create: bool, fresh: bool) -> keys.Keys:
 KEY_CHECK = "key-check"
 
 
+def record_key(secret: keys.Keys) -> None:
+    """Note in the database which key is the newest (the first start, and `rotate-key`)."""
+    signature = secret.sign(KEY_CHECK, KEY_CHECK)
+    Setting.insert(name=KEY_CHECK, value=signature).on_conflict(
+        conflict_target=[Setting.name], update={Setting.value: signature}
+    ).execute()
+
+
+def _readable(secret: keys.Keys) -> bool:
+    """Can this key read what is stored already (a database from before the check)?"""
+    stored = Dispatch.select(Dispatch.caller_name).limit(1).scalar()
+    if stored is None:
+        return True
+    try:
+        secret.decrypt(stored)
+    except keys.KeyFileError:
+        return False
+    return True
+
+
 def _check_same_key(config: Config, secret: keys.Keys) -> None:
-    """Every process of an installation must hold the same key: one that made its own
-    (a second machine started before the key was copied to it) would write what the
-    others cannot read. The first start records a signature; a process whose keys do
-    not verify it refuses to start."""
+    """Every process of an installation must hold the same, newest key: one that made
+    its own (a second machine started before the key was copied to it), or an old
+    copy from before a rotation, would write or miss what the others read."""
     row = Setting.get_or_none(Setting.name == KEY_CHECK)
-    if row is None:
+    if row is None and _readable(secret):
         with db.write():
-            Setting.insert(name=KEY_CHECK, value=secret.sign(KEY_CHECK, KEY_CHECK)).on_conflict(
-                conflict_target=[Setting.name], action="IGNORE"
-            ).execute()
+            if Setting.get_or_none(Setting.name == KEY_CHECK) is None:
+                record_key(secret)
         row = Setting.get(Setting.name == KEY_CHECK)
-    if not secret.verify(KEY_CHECK, KEY_CHECK, row.value):
+    if row is None or not keys.same(secret.sign(KEY_CHECK, KEY_CHECK), row.value):
         raise InstanceError(
             f"{config.secret_key_path}: this is not the secret key the database was written "
-            "with; copy the key file from the machine that first started (see "
-            "docs/scale-out.md), or point [security] secret_key_file at it"
+            "with (or an older copy of it); copy the key file from a machine that runs, "
+            "or point [security] secret_key_file at it (see docs/scale-out.md)"
         )
 
 

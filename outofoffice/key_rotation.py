@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from outofoffice import db, keys
 from outofoffice.config import Config
+from outofoffice.instance import record_key
 from outofoffice.models import Dispatch, MagicLink, OutboxEmail
 
 ENCRYPTED = (
@@ -57,6 +58,8 @@ def _only_rotation(config: Config) -> Iterator[None]:
 def _rotate(config: Config, progress: Callable[[int, int], None]) -> dict[str, int]:
     keys.add_key(config.secret_key_path)
     current = keys.Keys.load(config.secret_key_path)
+    with db.write():
+        record_key(current)  # processes started from now on need this newest key
     total = sum(model.select().count() for model, _ in ENCRYPTED)
     counts, seen = {}, 0
 
@@ -87,8 +90,10 @@ def _reencrypt(model, columns: tuple[str, ...], current: keys.Keys, looked_at) -
                     ):
                         changed[column] = current.encrypt(current.decrypt(value))
                 if changed:
-                    model.update(**changed).where(model.id == row.id).execute()
-                    done += 1
+                    # only if unchanged meanwhile: a process that emptied a sent
+                    # email's body, or used a link, keeps what it wrote
+                    unchanged = [getattr(model, c) == getattr(row, c) for c in changed]
+                    done += model.update(**changed).where(model.id == row.id, *unchanged).execute()
         looked_at(len(rows))
         if len(rows) < BATCH:
             return done

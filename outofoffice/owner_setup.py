@@ -258,6 +258,14 @@ def create_route(
     return route
 
 
+def _locked_chain(route: Route) -> list[Vendor]:
+    """The route's chain, read under the route's row lock: two edits of one chain at
+    once (two tabs, two owners' devices) take turns, and neither is lost."""
+    if db.locked(Route, route.id) is None:
+        raise ValidationError({"vendor": "This route no longer exists."})
+    return chain(route)
+
+
 def _renumber(route: Route, vendors: list[Vendor]) -> None:
     RouteVendor.delete().where(RouteVendor.route == route).execute()
     for position, vendor in enumerate(vendors):
@@ -267,7 +275,7 @@ def _renumber(route: Route, vendors: list[Vendor]) -> None:
 def move_vendor(account: Account, route: Route, vendor_id, offset: int) -> None:
     """Move a vendor up (-1) or down (+1) the route's chain."""
     with db.write():
-        vendors = chain(route)
+        vendors = _locked_chain(route)
         index = next((i for i, v in enumerate(vendors) if str(v.id) == str(vendor_id)), None)
         if index is None:
             raise ValidationError({"vendor": "That vendor is not on this route."})
@@ -281,14 +289,14 @@ def add_vendor(account: Account, route: Route, vendor_id) -> None:
     if vendor is None:
         raise ValidationError({"vendor": "Choose one of your vendors."})
     with db.write():
-        vendors = chain(route)
+        vendors = _locked_chain(route)
         if vendor not in vendors:
             _renumber(route, [*vendors, vendor])
 
 
 def remove_vendor(account: Account, route: Route, vendor_id) -> None:
     with db.write():
-        _renumber(route, [v for v in chain(route) if str(v.id) != str(vendor_id)])
+        _renumber(route, [v for v in _locked_chain(route) if str(v.id) != str(vendor_id)])
 
 
 def delete_route(account: Account, route: Route) -> None:

@@ -44,31 +44,35 @@ def _lock_path(config: Config) -> Path:
 
 
 def state(config: Config) -> str:
-    """ "running", "running in another process (host:pid)" or "stopped", for /healthz:
-    whether some process of the installation delivers, not only this one."""
+    """ "running", "running in another process" or "stopped", for /healthz: whether
+    some process of the installation delivers, not only this one. On SQLite the lock
+    file says; on PostgreSQL the heartbeats (`outofoffice stats` names the processes;
+    this public page does not)."""
     mine = _running.get(_lock_path(config))
     if mine is not None and mine.running:
         return "running"
+    if db.is_sqlite():
+        return "running in another process" if _lock_held(config) else "stopped"
     try:
         others = heartbeat.delivering()
-    except Exception as exc:  # the database is down: the lock file may still tell
+    except Exception as exc:  # the database is away: /healthz reports that already
         log.warning("could not read the heartbeats: %s", type(exc).__name__)
-        others = []
-    if others:
-        return f"running in another process ({others[0].host}:{others[0].pid})"
-    if not db.is_sqlite():
-        return "stopped"
+        return "unknown (the database cannot be read)"
+    return "running in another process" if others else "stopped"
+
+
+def _lock_held(config: Config) -> bool:
     try:
         fd = os.open(_lock_path(config), os.O_RDONLY)
     except FileNotFoundError:
-        return "stopped"
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return "running in another process"
+        return True
     finally:
         os.close(fd)
-    return "stopped"
+    return False
 
 
 class Scheduler:

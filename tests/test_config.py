@@ -221,3 +221,31 @@ def test_a_database_password_stays_out_of_dumps_and_displays(tmp_path):
     assert cfg.database_url == "postgresql://oop:S3cretPW@db.internal/oop"
     assert "S3cretPW" not in config.dump(cfg) and "S3cretPW" not in cfg.database_display
     assert cfg.database_display == "postgresql://oop:<redacted>@db.internal/oop"
+
+
+def test_a_lease_shorter_than_a_slow_send_is_refused(tmp_path):
+    path = write_config(
+        tmp_path / "config.toml",
+        {
+            "mail": {"backend": "smtp"},
+            "mail.smtp": {"timeout": 60},
+            "scheduler": {"lease_seconds": 120},
+        },
+    )
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert "[scheduler] lease_seconds" in str(caught.value) and "180" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://oop:S3cretPW@db.internal/oop",
+        "postgresql://oop:S3cret@PW@db.internal/oop",
+        "postgresql://:S3cretPW@db.internal/oop",
+        "postgresql://oop@db.internal/oop?sslmode=require&password=S3cretPW",
+    ],
+)
+def test_a_database_password_is_never_shown(url):
+    shown = config.display_url(url)
+    assert "S3cret" not in shown and "<redacted>" in shown and "db.internal" in shown

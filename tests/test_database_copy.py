@@ -97,4 +97,4 @@ def test_copy_database_refuses_a_target_that_holds_accounts(tmp_path):
         check=False,
     )
     assert again.returncode == 1
-    assert "holds accounts already" in again.stderr
+    assert "the target database is not empty (account" in again.stderr

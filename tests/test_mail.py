@@ -218,3 +218,45 @@ def test_non_ascii_names_and_subjects_survive(instance, mailbox):
     [message] = mailbox.deliver()
     assert message["Subject"] == "Fuite d'eau à la Résidence Élan"
     assert mailbox.text(message).strip() == "Café crème ☕"
+
+
+@pytest.mark.postgresql_only
+def test_a_deliverer_whose_claim_ran_out_and_was_taken_sends_nothing(instance, mailbox):
+    """Two processes, as the database sees them: the first claimed the row and stalled
+    past its lease, the second claimed it since. Only the second sends it."""
+    row_id = queue(instance, subject="Pipe burst")
+    lease = timedelta(seconds=120)
+    send = (instance.mailer, instance.keys, instance.sender, outbox.Hooks())
+    with db.connection():
+        stalled, first = outbox._due(10, lease)
+        db.database.execute_sql(
+            'UPDATE "outbox" SET "claimed_until" = "claimed_until" - interval \'1 hour\''
+        )
+        taken, second = outbox._due(10, lease)
+        assert [r.id for r in stalled] == [r.id for r in taken] == [row_id]
+        assert outbox.send_claimed(stalled[0], first, lease, *send) is None
+        assert mailbox.deliver() == []
+        assert outbox.send_claimed(taken[0], second, lease, *send) == "sent"
+    assert [m["Subject"] for m in mailbox.deliver()] == ["Pipe burst"]
+    assert row(row_id).status == "sent"
+
+
+@pytest.mark.postgresql_only
+def test_a_live_claim_is_not_taken_by_another_process(instance, mailbox):
+    queue(instance)
+    with db.connection():
+        mine, _ = outbox._due(10, timedelta(seconds=120))
+        theirs, _ = outbox._due(10, timedelta(seconds=120))
+    assert len(mine) == 1 and theirs == []
+
+
+@pytest.mark.sqlite_only
+def test_on_sqlite_a_row_still_marked_claimed_is_sent_once(instance, mailbox):
+    """A row copied over from PostgreSQL may carry a claim: the one delivering process
+    on SQLite sends and records it all the same."""
+    row_id = queue(instance, subject="Copied over")
+    with db.connection(), db.write():
+        OutboxEmail.update(claimed_by="old-host:1:abcd").where(OutboxEmail.id == row_id).execute()
+    assert [m["Subject"] for m in mailbox.deliver()] == ["Copied over"]
+    assert mailbox.deliver() == []
+    assert row(row_id).status == "sent"

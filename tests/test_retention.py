@@ -278,3 +278,22 @@ def test_request_counts_and_invitations_are_swept(instance, conn):
     removed = sweep(instance)
     assert removed["request counts"] == 1 and removed["invitations"] == 1
     assert RequestCount.select().count() == 0 and Invite.select().count() == 0
+
+
+def test_after_a_rotation_an_old_copy_of_the_key_is_refused(make_instance, tmp_path):
+    import dataclasses
+    import shutil
+
+    from outofoffice import key_rotation
+    from outofoffice.instance import Instance, InstanceError
+
+    instance = make_instance()
+    old_copy = tmp_path / "old.key"
+    shutil.copy(instance.config.secret_key_path, old_copy)
+    with db.connection():
+        key_rotation.rotate(instance.config)
+    assert Instance.open(instance.config, create=False)  # the rotated key starts
+    security = dataclasses.replace(instance.config.security, secret_key_file=str(old_copy))
+    stale = dataclasses.replace(instance.config, security=security)
+    with pytest.raises(InstanceError, match="not the secret key the database was written with"):
+        Instance.open(stale, create=False)

@@ -100,23 +100,33 @@ def enqueue(
 
 
 # Sent: the bodies are not needed any more (this runs once per email, so its text is
-# fixed). Only the claim's holder may record it: a process whose lease ran out while it
-# sent leaves the row to the one that holds it now.
+# fixed). The mail server took it, so it is recorded whoever holds the row now; if
+# another process sent it too (its claim had run out), the second record finds it sent.
 MARK_SENT = (
     'UPDATE "outbox" SET "status" = \'sent\', "sent_at" = ?, "attempts" = ?,'
     " \"body_text\" = '', \"body_html\" = '', \"last_error\" = '',"
-    ' "claimed_by" = NULL, "claimed_until" = NULL WHERE "id" = ? AND "claimed_by" IS ?'
+    ' "claimed_by" = NULL, "claimed_until" = NULL WHERE "id" = ? AND "status" = \'queued\''
 )
-# PostgreSQL: take due rows no other process holds, for one lease (SKIP LOCKED: two
-# processes never wait for, or take, the same row).
+# PostgreSQL. Leases run on the database's clock, so machines whose clocks disagree
+# still agree on when a claim ran out.
+DB_NOW = "(now() AT TIME ZONE 'UTC')"
+LEASE_ENDS = f"{DB_NOW} + %s * interval '1 second'"
+# Take due rows no other process holds (SKIP LOCKED: two processes never wait for, or
+# take, the same row).
 CLAIM_SQL = (
-    'UPDATE "outbox" SET "claimed_by" = %s, "claimed_until" = %s WHERE "id" IN ('
+    f'UPDATE "outbox" SET "claimed_by" = %s, "claimed_until" = {LEASE_ENDS} WHERE "id" IN ('  # noqa: S608
     ' SELECT o."id" FROM "outbox" o LEFT JOIN "account" a ON a."id" = o."account_id"'
     ' WHERE o."status" = \'queued\' AND o."next_attempt_at" <= %s'
-    ' AND (o."claimed_until" IS NULL OR o."claimed_until" <= %s)'
+    f' AND (o."claimed_until" IS NULL OR o."claimed_until" <= {DB_NOW})'
     ' AND (o."account_id" IS NULL OR a."status" = \'active\')'
     ' ORDER BY (o."kind" <> \'vendor\'), o."next_attempt_at", o."id" LIMIT %s'
     " FOR UPDATE OF o SKIP LOCKED) RETURNING *"
+)
+# Just before each send: the claim is still ours, for a whole lease from now. A pass of
+# ten slow sends never outlasts its claim, and a row another process took is not sent.
+RENEW_SQL = (
+    f'UPDATE "outbox" SET "claimed_until" = {LEASE_ENDS}'  # noqa: S608
+    ' WHERE "id" = %s AND "claimed_by" = %s AND "status" = \'queued\''
 )
 
 
@@ -186,7 +196,7 @@ def _due(limit: int, lease: timedelta) -> tuple[list[OutboxEmail], str | None]:
         return list(query), None
     claim = new_claim()
     with db.write():
-        rows = list(OutboxEmail.raw(CLAIM_SQL, claim, now + lease, now, now, limit))
+        rows = list(OutboxEmail.raw(CLAIM_SQL, claim, lease.total_seconds(), now, limit))
     rows.sort(key=lambda r: (r.kind != "vendor", r.next_attempt_at, r.id))
     return rows, claim
 
@@ -205,16 +215,36 @@ def deliver_due(
     due, claim = _due(limit, lease)
     with mailer.session() as session:
         for row in due:
-            outcome = _deliver_one(row, claim, session, keys, sender, hooks)
-            if outcome:
+            if outcome := send_claimed(row, claim, lease, session, keys, sender, hooks):
                 counts[outcome] += 1
     return counts
 
 
+def send_claimed(
+    row: OutboxEmail,
+    claim: str | None,
+    lease: timedelta,
+    mailer: Mailer,
+    keys: Keys,
+    sender: str,
+    hooks: Hooks,
+) -> str | None:
+    """Send one row this pass claimed, if the claim still holds; the outcome, or None
+    when another process holds the row now."""
+    if claim is not None and not _renew(row, claim, lease):
+        _lost(row)
+        return None
+    return _deliver_one(row, claim, mailer, keys, sender, hooks)
+
+
+def _renew(row: OutboxEmail, claim: str, lease: timedelta) -> bool:
+    with db.write():
+        cursor = db.database.execute_sql(RENEW_SQL, (lease.total_seconds(), row.id, claim))
+        return cursor.rowcount == 1
+
+
 def _lost(row: OutboxEmail) -> None:
-    log.warning(
-        "outbox: email #%d: the claim ran out while sending; its new holder records it", row.id
-    )
+    log.warning("outbox: email #%d is another process's now; it records it", row.id)
 
 
 def _deliver_one(
@@ -226,7 +256,7 @@ def _deliver_one(
         return _record_failure(row, claim, exc, hooks)
     now = clock.now()
     with db.write():
-        cursor = db.database.execute_sql(db.sql(MARK_SENT), (now, row.attempts + 1, row.id, claim))
+        cursor = db.database.execute_sql(db.sql(MARK_SENT), (now, row.attempts + 1, row.id))
         if cursor.rowcount != 1:
             _lost(row)
             return None
@@ -244,7 +274,11 @@ def _record_failure(
     delay = exc.retry_after if exc.retry_after is not None else retry_delay(attempts)
     dead = exc.permanent or now + timedelta(seconds=delay) >= row.expires_at
     reason = str(exc)[:1000]
-    held = OutboxEmail.claimed_by.is_null() if claim is None else OutboxEmail.claimed_by == claim
+    # on PostgreSQL only the claim's holder records a failure; on SQLite the one
+    # delivering process holds every row
+    held = [OutboxEmail.id == row.id, OutboxEmail.status == "queued"]
+    if claim is not None:
+        held.append(OutboxEmail.claimed_by == claim)
     with db.write():
         changed = (
             OutboxEmail.update(
@@ -255,7 +289,7 @@ def _record_failure(
                 claimed_by=None,
                 claimed_until=None,
             )
-            .where(OutboxEmail.id == row.id, held)
+            .where(*held)
             .execute()
         )
         if changed != 1:

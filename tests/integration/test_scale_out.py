@@ -74,7 +74,12 @@ class Installation:
             "server": {"base_url": self.base_url},
             "security": {"secret_key_file": str(self.tmp / key)},
             "mail": {"backend": "smtp", "from": "Alpha Desk <desk@alpha.example>"},
-            "mail__smtp": {"host": "127.0.0.1", "port": self.sink.port, "security": "none"},
+            "mail__smtp": {
+                "host": "127.0.0.1",
+                "port": self.sink.port,
+                "security": "none",
+                "timeout": 3,
+            },
             "abuse": {
                 "dispatches_per_ip_per_hour": 10_000,
                 "dispatches_per_account_per_hour": 10_000,
@@ -262,7 +267,7 @@ def test_two_schedulers_send_every_email_once_and_fire_every_timer_once(installa
 
     health = json.loads(Browser(web.url).request("/healthz")[2])
     assert health["status"] == "ok"
-    assert health["scheduler"].startswith("running in another process (")
+    assert health["scheduler"] == "running in another process"
     stats = run_cli(installation.config("web"), "stats")
     assert stats.count(" scheduler ") == 2 and stats.count(" web ") == 1
 
