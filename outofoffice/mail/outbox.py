@@ -44,10 +44,15 @@ def remove_listener(listener: Callable[[], None]) -> None:
 
 
 def wake() -> None:
-    """After a commit that queued mail: this process's scheduler, and on PostgreSQL every
-    other one, delivers it now. Polling remains if a notice is lost."""
-    for listener in list(_wake_listeners):
+    """After a commit that queued mail: this process's scheduler delivers it now, or,
+    in a process without one, on PostgreSQL every other process's (waking them all for
+    mail this one sends itself would make each run a claim for nothing). The others
+    also poll."""
+    listeners = list(_wake_listeners)
+    for listener in listeners:
         listener()
+    if listeners:
+        return
     try:
         db.notify()
     except Exception as exc:  # committed already: the caller's answer must not fail now
@@ -238,9 +243,9 @@ def send_claimed(
 
 
 def _renew(row: OutboxEmail, claim: str, lease: timedelta) -> bool:
-    with db.write():
-        cursor = db.database.execute_sql(RENEW_SQL, (lease.total_seconds(), row.id, claim))
-        return cursor.rowcount == 1
+    """One statement on its own (no transaction around it): once per email, under load."""
+    cursor = db.database.execute_sql(RENEW_SQL, (lease.total_seconds(), row.id, claim))
+    return cursor.rowcount == 1
 
 
 def _lost(row: OutboxEmail) -> None:
