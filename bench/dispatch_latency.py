@@ -63,6 +63,20 @@ def read_sink(sink: subprocess.Popen, accepted: dict[int, float]) -> None:
             accepted.setdefault(int(tag), float(at))
 
 
+def start_sink(port: int) -> tuple[subprocess.Popen, dict[int, float]]:
+    """The SMTP server in its own process, and the map of request number -> when its
+    first email was accepted, filled as they arrive."""
+    sink = subprocess.Popen(
+        [sys.executable, str(BENCH / "smtp_sink.py"), str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout.readline().strip() == "ready"
+    accepted: dict[int, float] = {}
+    threading.Thread(target=read_sink, args=(sink, accepted), daemon=True).start()
+    return sink, accepted
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=50, help="dispatches per second")
@@ -76,14 +90,7 @@ def main() -> None:
     args = parser.parse_args()
 
     smtp_port, port = free_port(), free_port()
-    sink = subprocess.Popen(
-        [sys.executable, str(BENCH / "smtp_sink.py"), str(smtp_port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert sink.stdout.readline().strip() == "ready"
-    accepted: dict[int, float] = {}
-    threading.Thread(target=read_sink, args=(sink, accepted), daemon=True).start()
+    sink, accepted = start_sink(smtp_port)
     workdir = Path(tempfile.mkdtemp(prefix="oop-bench-"))
     config = workdir / "config.toml"
     config.write_text(

@@ -32,7 +32,7 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dispatch_latency import BENCH, cli, cpu_seconds, free_port, percentile, read_sink
+from dispatch_latency import BENCH, cli, cpu_seconds, free_port, percentile, start_sink
 
 sys.path.insert(0, str(BENCH.parent))
 from tests import postgres  # noqa: E402  (the tests' PostgreSQL cluster helper)
@@ -199,14 +199,7 @@ def main() -> None:
     bin_dir = postgres.binaries()
     cluster = postgres.Cluster(bin_dir, durable=True).start() if bin_dir else None
     smtp_port = free_port()
-    sink = subprocess.Popen(
-        [sys.executable, str(BENCH / "smtp_sink.py"), str(smtp_port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert sink.stdout.readline().strip() == "ready"
-    accepted: dict[int, float] = {}
-    threading.Thread(target=read_sink, args=(sink, accepted), daemon=True).start()
+    sink, accepted = start_sink(smtp_port)
     results = {}
     counter = 0
     try:

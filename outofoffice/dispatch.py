@@ -425,6 +425,7 @@ def escalate_due(instance: Instance) -> int:
             Dispatch.status.in_(WAITING), Dispatch.escalate_at <= now, Account.status == "active"
         )
     ]
+    passed = 0
     for dispatch_id in due:
         with db.write():
             # another process that holds it is passing it on: skip, never twice
@@ -432,9 +433,10 @@ def escalate_due(instance: Instance) -> int:
             if d and d.status in WAITING and d.escalate_at and d.escalate_at <= now:
                 minutes = d.account.escalate_after_minutes
                 _pass_on(instance, d, "escalated", f"no answer in {minutes} minutes")
-    if due:
+                passed += 1
+    if passed:
         outbox.wake()
-    return len(due)
+    return passed
 
 
 # --- action links ---------------------------------------------------------------------
@@ -491,6 +493,8 @@ def act(instance: Instance, token: str) -> tuple[ActionLink, bool]:
     with db.write():
         link = read_action(instance, token)
         d = db.locked(Dispatch, link.dispatch.id)  # two clicks at once: one acts
+        if d is None:  # deleted with its account a moment ago
+            raise ActionError("This request no longer exists.", 404)
         link.dispatch = d
         if not link.current:
             raise ActionError(
