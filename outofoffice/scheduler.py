@@ -3,7 +3,8 @@
 Started by ``serve`` and ``worker`` (never at import). On SQLite a lock file in the
 data dir keeps a second process from delivering the same outbox twice. On PostgreSQL
 any number of processes run it: rows are claimed (outbox.py, dispatch.py), once-only
-jobs take an advisory lock, and a commit that queues mail wakes them all (LISTEN).
+jobs take an advisory lock, and mail queued by a process without a scheduler of its own
+wakes them (LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
