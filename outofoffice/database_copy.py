@@ -43,7 +43,7 @@ def copy_database(
     config: Config, url: str, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, int]:
     """Copy every table (parents first) into the database at ``url``; returns the rows
-    copied per table. The target gets this release's schema and must hold no account."""
+    copied per table. The target gets this release's schema and must be empty."""
     progress = progress or (lambda done, total: None)
     source = db.database.obj
     try:
@@ -67,7 +67,7 @@ def copy_database(
 
 
 def _prepare(target: peewee.Database, source: peewee.Database) -> None:
-    """This release's schema in the target, which must hold no account yet."""
+    """This release's schema in the target, which must hold no rows yet."""
     db.database.initialize(target)  # the migrations work on the bound handle
     try:
         with db.connection():

@@ -8,16 +8,14 @@ try with the same Message-ID (and Idempotency-Key), never a lost email.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import secrets
-import socket
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from email.utils import parseaddr
 
-from outofoffice import clock, db
+from outofoffice import clock, db, heartbeat
 from outofoffice.keys import Keys
 from outofoffice.mail.base import Mailer, MailError
 from outofoffice.mail.message import Message, header_safe, is_address
@@ -180,8 +178,9 @@ class Hooks:
 
 
 def new_claim() -> str:
-    """Who holds a claim: this process, and this pass of it."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+    """Who holds a claim: this process (as its heartbeat names it), and this pass."""
+    host, pid = heartbeat.identity()
+    return f"{host[:40]}:{pid}:{secrets.token_hex(4)}"
 
 
 def _due(limit: int, lease: timedelta) -> tuple[list[OutboxEmail], str | None]:
