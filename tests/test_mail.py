@@ -1,5 +1,7 @@
 """Mailers against real peers: a file drop, a real SMTP server, a local Resend stand-in."""
 
+import email
+import email.policy
 import json
 import threading
 from datetime import timedelta
@@ -9,6 +11,7 @@ import pytest
 
 from outofoffice import clock, db
 from outofoffice.mail import Message, outbox
+from outofoffice.mail.filedrop import FileMailer
 from outofoffice.models import OutboxEmail
 from tests.conftest import deliver
 from tests.smtp_sink import SMTPSink, free_port
@@ -49,6 +52,40 @@ def test_the_file_mailer_writes_one_complete_eml_per_message(instance, mailbox):
     assert mailbox.text(message).strip() == "Body text"
     assert message.get_body(preferencelist=("html",)).get_content().strip() == "<p>Body text</p>"
     assert not list(instance.config.mail_dir.glob(".tmp-*"))
+
+
+def test_a_reader_of_the_mail_folder_never_sees_half_a_message(instance):
+    """Whoever watches the folder (a person, a test, a script) reads only whole files."""
+    mailer = FileMailer(instance.config)
+    body = "Water through the ceiling. " * 20000
+    done = threading.Event()
+    seen = set()
+
+    def write():
+        for n in range(30):
+            mailer.send(
+                Message(
+                    sender=instance.sender,
+                    to="vera@vendor.example",
+                    subject=f"Leak {n}",
+                    text=body,
+                    html="",
+                    message_id=f"<{n}@test.example>",
+                )
+            )
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    folder = instance.config.mail_dir
+    while not done.is_set():
+        for path in folder.glob("*.eml") if folder.exists() else []:
+            if path.name not in seen:
+                message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+                assert message.get_body().get_content().strip() == body.strip()
+                seen.add(path.name)
+    writer.join()
+    assert len(list(folder.glob("*.eml"))) == 30
 
 
 def test_queued_bodies_are_encrypted_and_emptied_once_sent(instance, mailbox):

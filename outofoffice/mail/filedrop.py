@@ -1,4 +1,5 @@
-"""Writes each message as an RFC 5322 .eml file, atomically (temp file, fsync, rename)."""
+"""Writes each message as an RFC 5322 .eml file, atomically: a hidden .part file, fsync,
+then a rename, so anything reading *.eml never sees half a message."""
 
 import os
 import re
@@ -26,7 +27,7 @@ class FileMailer(Mailer):
         name = f"{clock.now():%Y%m%dT%H%M%S}-{file_stem(message.message_id)}.eml"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".eml")
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".part")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
