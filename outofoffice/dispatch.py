@@ -54,6 +54,7 @@ REPEAT_SQL = (
     f' AND "status" IN ({JOINABLE_SQL}) ORDER BY "created_at" DESC'
 )
 FINISHED = ("resolved", "closed")
+NEEDS_OFFICE = ("unassigned", "failed")
 ACTIONS = {"accept": "Accept", "decline": "Decline", "resolve": "Resolved"}
 REPEAT_WINDOW = timedelta(minutes=10)
 ACTION_LINK_DAYS = 7
@@ -64,9 +65,10 @@ PHONE = re.compile(r"[0-9+()./ -]+")
 class ActionError(Exception):
     """An action link that cannot act; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, account: Account | None = None):
         super().__init__(message)
         self.status = status
+        self.account = account  # the firm, when the link is genuine: its page, its phone
 
 
 def event(d: Dispatch, kind: str, vendor: Vendor | int | None = None, detail: str = "") -> None:
@@ -466,6 +468,19 @@ class ActionLink:
             and (self.vendor.active or self.dispatch.status in ("accepted", "resolved"))
         )
 
+    def moved_on(self) -> str:
+        """What happened, for a vendor whose link no longer shows the request."""
+        d = self.dispatch
+        if d.status == "closed":
+            return "The office closed this request. Thank you; nothing more is needed."
+        if d.vendor_id == self.vendor.id:
+            return "The office took you off its list; it passes this request on."
+        if d.status in ("accepted", "resolved"):
+            return "Someone else accepted this request. Thank you; nothing more is needed."
+        if d.status in NEEDS_OFFICE:
+            return "The office is handling this request now. Thank you."
+        return "It went to the next person on the list. Thank you; nothing more is needed."
+
 
 def read_action(instance: Instance, token: str) -> ActionLink:
     """Check an action link's signature and expiry; ActionError if it cannot be used."""
@@ -476,14 +491,24 @@ def read_action(instance: Instance, token: str) -> ActionLink:
     if not instance.keys.verify("action-link", payload, signature):
         raise ActionError("This link is not valid. Use the link from the email as it is.", 404)
     dispatch_id, vendor_id, action, expires = parts[:4]
-    if db.parse_id(expires) is None or int(expires) < clock.timestamp():
-        raise ActionError("This link has expired. Phone the firm about this request.", 410)
     d = Dispatch.get_or_none(Dispatch.id == int(dispatch_id))
     vendor = Vendor.get_or_none(Vendor.id == int(vendor_id))
     if d is None or vendor is None or vendor.account_id != d.account_id:
         raise ActionError("This request no longer exists.", 404)
-    if d.account.status != "active":
-        raise ActionError("This firm's requests are closed. Phone the firm.", 410)
+    account = d.account
+    if db.parse_id(expires) is None or int(expires) < clock.timestamp():
+        raise ActionError(
+            f"Links in these emails work for {ACTION_LINK_DAYS} days, and this one is "
+            f"older. Phone {account.business_name} about request {d.reference}.",
+            410,
+            account,
+        )
+    if account.status != "active":
+        raise ActionError(
+            f"{account.business_name} is not taking requests here now. Phone the firm.",
+            410,
+            account,
+        )
     return ActionLink(d, vendor, action)
 
 
@@ -497,16 +522,18 @@ def act(instance: Instance, token: str) -> tuple[ActionLink, bool]:
             raise ActionError("This request no longer exists.", 404)
         link.dispatch = d
         if not link.current:
-            raise ActionError(
-                "This request is no longer with you. Thank you; nothing more is needed.", 409
-            )
+            raise ActionError(link.moved_on(), 409, d.account)
         if link.action == "accept":
             if d.status in WAITING:
                 event(d, "accepted", link.vendor)
                 _set(d, status="accepted", escalate_at=None)
                 notify.accepted(instance, d, caller(instance, d))
             elif d.status not in ("accepted", "resolved"):
-                raise ActionError(f"This request is {d.status}; it can no longer be accepted.", 409)
+                raise ActionError(
+                    "This request can no longer be accepted: the office has it now.",
+                    409,
+                    d.account,
+                )
             else:
                 return link, False
         elif link.action == "decline":
@@ -514,10 +541,14 @@ def act(instance: Instance, token: str) -> tuple[ActionLink, bool]:
                 _pass_on(instance, d, "declined", "", by=link.vendor)
             elif d.status == "accepted":
                 raise ActionError(
-                    "You accepted this request. If you cannot do it, phone the firm.", 409
+                    "You accepted this request. If you cannot do it, phone the office.",
+                    409,
+                    d.account,
                 )
             else:
-                raise ActionError(f"This request is {d.status}; nothing to decline.", 409)
+                raise ActionError(
+                    "This request is no longer waiting for an answer.", 409, d.account
+                )
         elif link.action == "resolve":
             if d.status in (*WAITING, "accepted"):
                 event(d, "resolved", link.vendor)
@@ -525,7 +556,7 @@ def act(instance: Instance, token: str) -> tuple[ActionLink, bool]:
             elif d.status == "resolved":
                 return link, False
             else:
-                raise ActionError(f"This request is {d.status}.", 409)
+                raise ActionError("The office has this request now.", 409, d.account)
     outbox.wake()
     return link, True
 

@@ -30,6 +30,7 @@ PURPOSES = (
     "encryption",
     "phone-digest",
     "key-check",
+    "joined",
 )
 
 

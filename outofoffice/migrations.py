@@ -33,33 +33,45 @@ def _v2_job_runs(database: peewee.Database) -> None:
     database.create_tables([models.JobRun])
 
 
-def _v3_many_processes(database: peewee.Database) -> None:
-    """Claims on outbox rows, the processes' heartbeats, which key wrote the data.
-    Step 1 builds the outbox from today's model, so a database this release made has
-    the columns already."""
+def _add_missing_columns(database: peewee.Database, table: str, fields: dict) -> None:
+    """Step 1 builds tables from today's models, so a database this release made may
+    have a later step's columns already."""
     from playhouse.migrate import SchemaMigrator, migrate
 
-    have = {column.name for column in database.get_columns("outbox")}
-    fields = {
-        "claimed_by": models.OutboxEmail.claimed_by,
-        "claimed_until": models.OutboxEmail.claimed_until,
-    }
+    have = {column.name for column in database.get_columns(table)}
     real = database.obj if isinstance(database, peewee.DatabaseProxy) else database
     migrator = SchemaMigrator.from_database(real)  # older peewee knows no proxy
     migrate(
         *(
-            migrator.add_column("outbox", name, field)
+            migrator.add_column(table, name, field)
             for name, field in fields.items()
             if name not in have
         )
     )
+
+
+def _v3_many_processes(database: peewee.Database) -> None:
+    """Claims on outbox rows, the processes' heartbeats, which key wrote the data."""
+    fields = {
+        "claimed_by": models.OutboxEmail.claimed_by,
+        "claimed_until": models.OutboxEmail.claimed_until,
+    }
+    _add_missing_columns(database, "outbox", fields)
     database.create_tables([models.ProcessBeat, models.Setting])
+
+
+def _v4_firm_branding(database: peewee.Database) -> None:
+    """The firm's colour and logo on its callers' and vendors' pages."""
+    fields = {"brand_colour": models.Account.brand_colour, "logo_hash": models.Account.logo_hash}
+    _add_missing_columns(database, "account", fields)
+    database.create_tables([models.Logo])
 
 
 STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("initial schema", _v1_initial),
     ("when each background job last ran", _v2_job_runs),
     ("claims and heartbeats for many processes", _v3_many_processes),
+    ("the firm's colour and logo", _v4_firm_branding),
 ]
 LATEST = len(STEPS)
 

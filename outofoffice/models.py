@@ -47,6 +47,8 @@ class Account(BaseModel):
     deletion_requested_at = peewee.DateTimeField(null=True)
     billing_customer = peewee.CharField(max_length=255, default="")
     billing_status = peewee.CharField(max_length=32, default="")
+    brand_colour = peewee.CharField(max_length=16, default="")  # a name from BRAND_COLOURS
+    logo_hash = peewee.CharField(max_length=64, default="")  # "" = no logo; names its URL
 
 
 class Vendor(BaseModel):
@@ -236,6 +238,14 @@ class ProcessBeat(BaseModel):
         indexes = ((("host", "pid"), True),)
 
 
+class Logo(BaseModel):
+    """The firm's logo, apart from the account row that every request reads."""
+
+    account = _fk(Account, unique=True)
+    content_type = peewee.CharField(max_length=32)
+    data = peewee.BlobField()
+
+
 class Setting(BaseModel):
     """Facts about the installation itself, such as which secret key wrote it."""
 
@@ -262,4 +272,4 @@ V1_MODELS = [
     IPBlock,
     RequestCount,
 ]
-MODELS = [*V1_MODELS, JobRun, ProcessBeat, Setting]
+MODELS = [*V1_MODELS, JobRun, ProcessBeat, Setting, Logo]

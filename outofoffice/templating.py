@@ -1,16 +1,31 @@
 """One Jinja2 environment for pages and emails; HTML is always autoescaped."""
 
+import re
 from functools import cache
 from pathlib import Path
+from urllib.parse import quote_plus
 
 import jinja2
 
 TEMPLATES = Path(__file__).parent / "templates"
+NOT_DIALLED = re.compile(r"[^0-9+*#]")
+
+
+def tel(phone: str) -> str:
+    """A tel: URL for a number as people type it ("+1 (312) 555-0140"); only digits,
+    a leading + and the keypad's * and # survive, so nothing else reaches the dialler."""
+    digits = NOT_DIALLED.sub("", phone or "")
+    return "tel:" + (digits[0] + digits[1:].replace("+", "") if digits else "")
+
+
+def maps(address: str) -> str:
+    """A directions link that phones open in their own maps app."""
+    return "https://www.google.com/maps/search/?api=1&query=" + quote_plus(address)
 
 
 @cache
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html",), disabled_extensions=("txt",), default=True
@@ -19,6 +34,9 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["tel"] = tel
+    env.filters["maps"] = maps
+    return env
 
 
 def render(name: str, **context) -> str:

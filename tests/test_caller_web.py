@@ -38,7 +38,8 @@ def test_a_submission_answers_303_with_the_reference_and_a_status_link(app, firm
         d = Dispatch.get()
     assert d.reference in status.text
     assert "http://oop.example.test/s/" in status.text
-    assert "Received" in status.text
+    assert "We received your request" in status.text
+    assert "waiting for the person on call" in status.html.find(class_="headline").text
     assert vendor_paths(mailbox, "vera@plumb.example").keys() == {"Accept", "Decline", "Resolved"}
 
 
@@ -56,7 +57,8 @@ def test_unknown_slugs_are_404_and_disabled_firms_say_phone_us(app, firm):
     app.get("/r/nobody", status=404)
     with db.connection():
         accounts.set_status("alpha", "disabled")
-    assert "phone the firm" in app.get("/r/alpha").text
+    closed = app.get("/r/alpha")
+    assert "Please phone Alpha Properties" in closed.text and "<form" not in closed.text
     app.post("/r/alpha", request_form(firm), status=403)
     with db.connection():
         assert Dispatch.select().count() == 0
@@ -72,7 +74,9 @@ def test_the_vendor_confirms_on_a_page_and_get_changes_nothing(app, firm, mailbo
     with db.connection():
         assert Dispatch.get().status == "sent"
     done = page.forms[0].submit()
-    assert "you have accepted" in done.text
+    assert "You accepted this request" in done.text
+    # the next step is on the same page: one tap once the job is done
+    assert [b.text for b in done.html.find_all("button")] == ["Mark resolved"]
     again = app.post(paths["Accept"])
     assert "nothing changed" in again.text
     with db.connection():
@@ -95,12 +99,19 @@ def test_a_tampered_action_link_gets_a_clear_page(app, firm, mailbox):
     app.post(path[:-3] + "abc", status=404)
 
 
-def test_the_status_page_hides_the_vendor(app, firm, mailbox):
+def test_the_status_page_names_who_accepted_but_not_how_to_reach_them(app, firm, mailbox):
     status = app.post("/r/alpha", request_form(firm)).follow()
     app.post(vendor_paths(mailbox, "vera@plumb.example")["Accept"])
     page = app.get(status.request.path)
-    assert "Someone is on it" in page.text
-    assert "Vera" not in page.text and "vera@plumb.example" not in page.text
+    headline = page.html.find(class_="headline").text
+    assert headline.startswith("Vera Plumb accepted at ") and "will call you" in headline
+    assert "vera@plumb.example" not in page.text and "0101" not in page.text
+    steps = [li.text.split(None, 1)[1] for li in page.html.select("ol.timeline li")]
+    assert steps == [
+        "We received your request",
+        "Sent to Vera Plumb",
+        "Vera Plumb accepted and will call you",
+    ]
     app.get("/s/not-a-token", status=404)
 
 
@@ -124,8 +135,15 @@ def test_subdomain_mode_serves_routing_pages_on_slug_hosts(make_instance):
 def test_a_repeat_is_told_the_request_is_in_hand_without_the_first_status_link(app, firm):
     first = app.post("/r/alpha", request_form(firm))
     again = app.post("/r/alpha", request_form(firm, name="Someone Else"))
-    assert again.status_int == 200 and "already have this request" in again.text
-    assert "/s/" not in again.text and first.headers["Location"] not in again.text
+    assert again.status_int == 303  # a refresh of the answer does not post it again
+    joined = again.follow()
+    assert "already have this request" in joined.text
+    assert "/s/" not in joined.text and first.headers["Location"] not in joined.text
+    with db.connection():
+        d = Dispatch.get()
+    assert d.reference in joined.text
+    forged = again.headers["Location"].replace(d.reference, "ALP-ZZZZ")
+    assert "already have this request" not in app.get(forged).text
 
 
 def test_an_old_link_shows_nothing_once_the_request_moved_on(app, firm, mailbox):
@@ -134,7 +152,8 @@ def test_an_old_link_shows_nothing_once_the_request_moved_on(app, firm, mailbox)
     done = app.post(paths["Decline"])
     assert "next person" in done.text and "Tina Tenant" not in done.text
     stale = app.get(paths["Accept"], status=409)
-    assert "no longer with you" in stale.text and "Tina Tenant" not in stale.text
+    assert stale.html.find("h1").text == "No longer with you"
+    assert "went to the next person" in stale.text and "Tina Tenant" not in stale.text
     app.post(paths["Accept"], status=409)
 
 

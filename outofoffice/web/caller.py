@@ -2,10 +2,18 @@
 
 import bottle
 
-from outofoffice import abuse, db, dispatch, owner_setup, routing
+from outofoffice import abuse, db, dispatch, owner_setup, timeline
 from outofoffice.errors import ValidationError
-from outofoffice.models import Account
-from outofoffice.web.context import client_ip, fail, instance, page, request_host, see_other
+from outofoffice.models import Account, Dispatch, DispatchEvent
+from outofoffice.web.context import (
+    client_ip,
+    fail,
+    for_firm,
+    instance,
+    page,
+    request_host,
+    see_other,
+)
 
 FIELDS = ("subject", "category", "name", "phone", "description")
 HONEYPOT = "website"
@@ -31,6 +39,7 @@ def _account(slug: str) -> Account:
     account = db.first(Account, 'SELECT * FROM "account" WHERE "slug" = ?', slug.lower())
     if account is None:
         raise fail(404, "There is no routing page at this address. Check the link with the firm.")
+    for_firm(account)
     return account
 
 
@@ -55,6 +64,9 @@ def routing_page(slug: str):
         status = 403 if bottle.request.method == "POST" else 200
         return page("routing_closed.html", status=status, account=account)
     if bottle.request.method == "GET":
+        joined = _joined(account, bottle.request.query.get("joined", ""))
+        if joined is not None:
+            return page("repeat.html", account=account, d=joined)
         return _form_page(account, dict.fromkeys(FIELDS, ""), {})
     if bottle.request.forms.get(HONEYPOT):  # people never see this field; bots fill it
         raise fail(400, "This request could not be sent. Please phone the firm.")
@@ -72,23 +84,22 @@ def routing_page(slug: str):
         raise fail(
             429, f"Too many requests came from here. Please phone the firm{phone}."
         ) from None
-    if submission.repeat:
-        return page("repeat.html", account=account, d=submission.dispatch)
+    if submission.repeat:  # a refresh of what follows must not post it a third time
+        reference = submission.dispatch.reference
+        signature = instance().keys.sign("joined", f"{account.id}.{reference}")
+        see_other(f"{bottle.request.path}?joined={reference}.{signature}")
     see_other(f"/s/{submission.status_token}?sent=1")
 
 
-STEPS = ("Received", "Sent to a vendor", "Accepted", "Resolved")
-STEP_OF = {
-    "open": 0,
-    "unassigned": 0,
-    "failed": 0,
-    "sent": 1,
-    "declined": 1,
-    "escalated": 1,
-    "accepted": 2,
-    "resolved": 3,
-    "closed": 3,
-}
+def _joined(account: Account, value: str) -> Dispatch | None:
+    """The dispatch a repeat joined, named by a signed reference: the page says which
+    request it joined and nothing more (a repeat never learns the status link)."""
+    reference, _, signature = value.partition(".")
+    if not signature or not instance().keys.verify(
+        "joined", f"{account.id}.{reference}", signature
+    ):
+        return None
+    return Dispatch.get_or_none(Dispatch.account == account, Dispatch.reference == reference)
 
 
 def install(app: bottle.Bottle) -> None:
@@ -100,13 +111,17 @@ def install(app: bottle.Bottle) -> None:
         if d is None:
             raise fail(404, "This status link does not work. Check that you copied all of it.")
         account = d.account
+        for_firm(account)
+        events = list(
+            DispatchEvent.select().where(DispatchEvent.dispatch == d).order_by(DispatchEvent.id)
+        )
         return page(
             "status.html",
             d=d,
             account=account,
-            steps=STEPS,
-            step=STEP_OF[d.status],
+            headline=timeline.caller_headline(d, events),
+            steps=timeline.caller_steps(d, events),
+            settled=timeline.is_settled(d),
             sent=bottle.request.query.get("sent") == "1",
-            received=routing.local_time(account, d.created_at).strftime("%a %d %b %H:%M"),
             link=instance().url(f"/s/{token}"),
         )

@@ -107,6 +107,12 @@ def see_other(location: str, *set_cookies: str):
     raise response
 
 
+def for_firm(account) -> None:
+    """This request is about a firm's caller or vendor: every page it renders, error
+    pages too, carries the firm's name, colour and phone instead of the operator's."""
+    bottle.request.environ["oop.firm"] = account
+
+
 def page(template: str, status: int = 200, **context) -> str:
     inst = instance()
     bottle.response.status = status
@@ -118,5 +124,5 @@ def page(template: str, status: int = 200, **context) -> str:
         owner=owner(),
         csrf_token=csrf_token(),
         current_path=bottle.request.path,
-        **({"analytics_id": ""} | context),
+        **({"analytics_id": "", "firm": bottle.request.environ.get("oop.firm")} | context),
     )

@@ -2,11 +2,11 @@
 
 import bottle
 
-from outofoffice import dispatch
-from outofoffice.web.context import fail, instance, page
+from outofoffice import dispatch, timeline
+from outofoffice.web.context import for_firm, instance, page
 
 DONE = {
-    "accept": "Thank you: you have accepted this request. The caller is expecting you.",
+    "accept": "You accepted this request. The caller is expecting your call.",
     "decline": "Thank you: the request goes to the next person on the list.",
     "resolve": "Thank you: the request is marked resolved.",
 }
@@ -14,26 +14,43 @@ ALREADY = {
     "accept": "You had already accepted this request; nothing changed.",
     "resolve": "This request was already marked resolved; nothing changed.",
 }
+TITLES = {404: "This link does not work", 409: "No longer with you", 410: "This link expired"}
 
 
-GONE = "This request is no longer with you. Thank you; nothing more is needed."
-
-
-def _view(link: dispatch.ActionLink, done: str = "", **context) -> str:
+def _view(link: dispatch.ActionLink, token: str, done: str = "") -> str:
     d = link.dispatch
+    for_firm(d.account)
     if not link.current:  # passed on or closed: the caller's details are not yours now
         if done:
             return page("vendor_done.html", d=d, done=done)
-        raise fail(409, GONE)
+        return _refused(dispatch.ActionError(link.moved_on(), 409, d.account))
+    # the step after accepting sits on the same page: one tap when the job is done
+    next_token = ""
+    if d.status == "accepted" and link.action != "resolve":
+        next_token = dispatch.action_token(instance(), d, link.vendor, "resolve")
     return page(
         "vendor_action.html",
         d=d,
         link=link,
+        token=token,
         caller=dispatch.caller(instance(), d),
         subject=dispatch.subject_text(d),
+        address=d.subject.address if d.subject_id else "",
+        state=timeline.vendor_state(d),
+        received=timeline.when(d.account, d.created_at),
         button=dispatch.ACTIONS[link.action],
+        can_act=d.status in (*dispatch.WAITING, "accepted")
+        and not (link.action == "accept" and d.status == "accepted"),
+        next_token=next_token,
         done=done,
-        **context,
+    )
+
+
+def _refused(exc: dispatch.ActionError) -> str:
+    if exc.account is not None:
+        for_firm(exc.account)
+    return page(
+        "vendor_refused.html", status=exc.status, title=TITLES[exc.status], message=str(exc)
     )
 
 
@@ -43,14 +60,14 @@ def install(app: bottle.Bottle) -> None:
         try:
             link = dispatch.read_action(instance(), token)
         except dispatch.ActionError as exc:
-            raise fail(exc.status, str(exc)) from None
-        return _view(link, token=token, done="")
+            return _refused(exc)
+        return _view(link, token)
 
     @app.post("/v/<token>")
     def act(token):
         try:
             link, changed = dispatch.act(instance(), token)
         except dispatch.ActionError as exc:
-            raise fail(exc.status, str(exc)) from None
+            return _refused(exc)
         message = DONE[link.action] if changed else ALREADY.get(link.action, "Nothing changed.")
-        return _view(link, token=token, done=message)
+        return _view(link, token, done=message)
