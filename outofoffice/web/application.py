@@ -13,7 +13,7 @@ from outofoffice import db
 from outofoffice.config import Config, is_loopback
 from outofoffice.instance import Instance
 from outofoffice.policy import REQUEST_BODY_MAX
-from outofoffice.web import auth, caller, dashboard, health, public, vendor
+from outofoffice.web import auth, caller, dashboard, health, public, reports, vendor
 from outofoffice.web.context import UserError, check_csrf, fail, host_name, page
 
 log = logging.getLogger(__name__)
@@ -199,6 +199,6 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
 
     app.default_error_handler = error_page  # every status, even ones bottle makes itself
 
-    for area in (public, health, auth, caller, vendor, dashboard):
+    for area in (public, health, auth, caller, vendor, dashboard, reports):
         area.install(app)
     return app
