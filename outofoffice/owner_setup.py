@@ -7,6 +7,7 @@ another account is "not found", never someone else's data.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from dataclasses import dataclass
@@ -16,10 +17,10 @@ import peewee
 from outofoffice import accounts, db, routing
 from outofoffice.dispatch import phone_problem
 from outofoffice.errors import ValidationError
-from outofoffice.models import Account, Category, Route, RouteVendor, Subject, Vendor
+from outofoffice.models import Account, Category, Logo, Route, RouteVendor, Subject, Vendor
 from outofoffice.notify import NOTIFY
 
-SETTINGS_TEXT = ("name", "business_name", "contact_phone", "timezone", "notify")
+SETTINGS_TEXT = ("name", "business_name", "contact_phone", "timezone", "notify", "brand_colour")
 
 MAX_IMPORT_ROWS = 5000
 
@@ -327,7 +328,17 @@ SETTINGS_FIELDS = (
     "notify",
     "digest_hour",
     "escalate_after_minutes",
+    "brand_colour",
 )
+# The colours a firm may give its pages: each keeps white text readable (4.5:1).
+BRAND_COLOURS = ("blue", "green", "red", "purple", "teal", "orange", "slate", "black")
+LOGO_MAX = 200 * 1024
+LOGO_TYPES = {  # the first bytes of each image format the pages accept
+    b"\x89PNG\r\n\x1a\n": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF87a": "image/gif",
+    b"GIF89a": "image/gif",
+}
 
 
 def save_settings(account: Account, form: dict, business_hours: dict) -> Account:
@@ -341,6 +352,9 @@ def save_settings(account: Account, form: dict, business_hours: dict) -> Account
         errors["contact_phone"] = problem
     if values["timezone"] not in accounts.timezones():
         errors["timezone"] = "Choose a time zone such as Europe/London or America/New_York."
+    values["brand_colour"] = values["brand_colour"] or "blue"
+    if values["brand_colour"] not in BRAND_COLOURS:
+        errors["brand_colour"] = "Choose one of the colours in the list."
     if values["notify"] not in NOTIFY:
         errors["notify"] = "Choose when to be emailed."
     for key, low, high in (("digest_hour", 0, 23), ("escalate_after_minutes", 1, 1440)):
@@ -363,3 +377,45 @@ def save_settings(account: Account, form: dict, business_hours: dict) -> Account
         # only these: a status the admin set meanwhile (disabled, deleting) stays
         account.save(only=[Account._meta.fields[key] for key in changed])
     return account
+
+
+def _image_type(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in LOGO_TYPES.items() if data.startswith(magic)), None)
+
+
+def save_logo(account: Account, data: bytes) -> Account:
+    """The firm's logo for its callers' and vendors' pages. SVG is refused: it can
+    carry script, and the bytes are served from our own origin."""
+    if not data:
+        raise ValidationError({"logo": "Choose an image file to upload."})
+    if len(data) > LOGO_MAX:
+        raise ValidationError({"logo": f"Use an image under {LOGO_MAX // 1024} KB."})
+    content_type = _image_type(data)
+    if content_type is None:
+        raise ValidationError({"logo": "Use a PNG, JPEG, GIF or WebP image."})
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    with db.write():
+        Logo.delete().where(Logo.account == account).execute()
+        Logo.create(account=account, content_type=content_type, data=data)
+        account.logo_hash = digest
+        account.save(only=[Account.logo_hash])
+    return account
+
+
+def remove_logo(account: Account) -> None:
+    with db.write():
+        Logo.delete().where(Logo.account == account).execute()
+        account.logo_hash = ""
+        account.save(only=[Account.logo_hash])
+
+
+def logo(slug: str, digest: str) -> Logo | None:
+    """The logo a page names: the account's current one, or None."""
+    return (
+        Logo.select()
+        .join(Account)
+        .where(Account.slug == slug, Account.logo_hash == digest, Account.logo_hash != "")
+        .first()
+    )

@@ -116,21 +116,44 @@ def test_settings_save_business_hours_and_preferences(owner_app):
     app, _ = owner_app
     form = app.get("/dashboard/settings").forms["settings"]
     form["contact_phone"] = "+44 20 7946 0000"
-    form["hours_sat"] = "10:00-14:00"
-    form["holidays"] = "2026-12-25\n2026-12-26"
+    form["timezone"] = "America/Chicago"
+    form["brand_colour"] = "teal"
+    form.set("sat_start", "10:00", index=0)
+    form.set("sat_end", "14:00", index=0)
+    form.set("mon_start", "13:00", index=1)  # a second range on Monday, after a break
+    form.set("mon_end", "17:30", index=1)
+    form.set("mon_end", "12:00", index=0)
+    form.set("holiday", "2026-12-26", index=0)
+    form.set("holiday", "2026-12-25", index=1)
     form["notify"] = "digest"
     form["escalate_after_minutes"] = "10"
     assert "Saved" in form.submit().follow().text
     with db.connection():
         account = Account.get(Account.slug == "alpha")
     assert account.business_hours["sat"] == [["10:00", "14:00"]]
+    assert account.business_hours["mon"] == [["09:00", "12:00"], ["13:00", "17:30"]]
     assert account.business_hours["holidays"] == ["2026-12-25", "2026-12-26"]
     assert (account.notify, account.escalate_after_minutes) == ("digest", 10)
-    form = app.get("/dashboard/settings").forms["settings"]
-    form["hours_mon"] = "17:00-09:00"
-    form["timezone"] = "Atlantis/Capital"
+    assert (account.timezone, account.brand_colour) == ("America/Chicago", "teal")
+    page = app.get("/dashboard/settings")
+    assert [i["value"] for i in page.html.select("input[name=holiday]")] == [
+        "2026-12-25",
+        "2026-12-26",
+        "",
+        "",
+    ]
+    form = page.forms["settings"]
+    form.set("holiday", "", index=0)  # cleared: removed
+    form.set("mon_start", "17:00", index=0)
+    form.set("mon_end", "09:00", index=0)
+    form["timezone"].force_value("Atlantis/Capital")
     page = form.submit(status=400)
     assert "ends before it starts" in page.text and "time zone" in page.text
+    form = app.get("/dashboard/settings").forms["settings"]
+    form.set("holiday", "", index=0)
+    form.submit().follow()
+    with db.connection():
+        assert Account.get(Account.slug == "alpha").business_hours["holidays"] == ["2026-12-26"]
 
 
 def test_history_filters_timeline_csv_reassign_and_close(owner_app, instance, firm, mailbox):
@@ -157,8 +180,20 @@ def test_history_filters_timeline_csv_reassign_and_close(owner_app, instance, fi
     names = {row[5] for row in rows[1:]}
     assert "'=HYPERLINK(1)" in names  # a spreadsheet will not run it
     timeline = app.get(f"/dashboard/dispatches/{first.id}")
-    for kind in ("submitted", "routed", "email_queued", "email_sent"):
-        assert kind in timeline.text
+    rows = [(li.time.text, li.find("span").text) for li in timeline.html.select("ol.timeline li")]
+    assert [text for _, text in rows] == [
+        "Request received",
+        "Route chosen; Vera Plumb asked first",
+        "Email to Vera Plumb queued",
+        "You were emailed",
+        "Email to Vera Plumb sent",
+    ]
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d|\w{3} \d+ \w{3} \d\d:\d\d:\d\d", t) for t, _ in rows)
+    headline = timeline.html.find(class_="headline").text
+    assert "Waiting on Vera Plumb, 1st of 2, escalates" in headline
+    for words in (first.reference.lower(), "hyperlink", "555-0177", "0177"):
+        assert "1 dispatch" in app.get("/dashboard/dispatches", {"q": words}).text, words
+    assert "0 dispatches" in app.get("/dashboard/dispatches", {"q": "Nobody Here"}).text
     app.post(
         f"/dashboard/dispatches/{first.id}/reassign",
         {"csrf_token": token, "vendor": firm["lock"].id},
@@ -278,7 +313,7 @@ def test_odd_form_values_get_4xx_never_5xx(owner_app, firm):
 def test_holidays_must_be_written_as_dates(owner_app):
     app, _ = owner_app
     form = app.get("/dashboard/settings").forms["settings"]
-    form["holidays"] = "20261225"
+    form.set("holiday", "20261225", index=0)  # a browser without date inputs
     assert "YYYY-MM-DD" in form.submit(status=400).text
 
 

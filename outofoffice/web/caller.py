@@ -105,6 +105,16 @@ def _joined(account: Account, value: str) -> Dispatch | None:
 def install(app: bottle.Bottle) -> None:
     app.route("/r/<slug>", ["GET", "POST"], routing_page)
 
+    @app.get("/logo/<slug>/<digest>")
+    def logo(slug, digest):
+        found = owner_setup.logo(slug, digest)
+        if found is None:
+            raise fail(404, "There is no such image.")
+        bottle.response.content_type = found.content_type
+        # the address changes with the image, so it may be kept for good
+        bottle.response.set_header("Cache-Control", "public, max-age=31536000, immutable")
+        return bytes(found.data)
+
     @app.get("/s/<token>")
     def status(token):
         d = dispatch.by_status_token(token)

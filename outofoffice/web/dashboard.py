@@ -12,7 +12,16 @@ from datetime import date, datetime, time, timedelta
 
 import bottle
 
-from outofoffice import accounts, db, dispatch, owner_setup, portability, routing
+from outofoffice import (
+    accounts,
+    db,
+    dispatch,
+    dispatch_list,
+    owner_setup,
+    portability,
+    routing,
+    timeline,
+)
 from outofoffice.errors import ValidationError
 from outofoffice.models import Dispatch, DispatchEvent
 from outofoffice.web.context import (
@@ -34,6 +43,7 @@ AREAS = [
     (None, "/dashboard/subjects"),
     ("Categories", "/dashboard/categories"),
     ("Routes", "/dashboard/routes"),
+    ("Reports", "/dashboard/reports"),
     ("Settings", "/dashboard/settings"),
     ("Account", "/dashboard/account"),
     ("Billing", "/dashboard/billing"),
@@ -52,10 +62,6 @@ def dashboard_page(template: str, status: int = 200, **context) -> str:
 def form_dict() -> dict[str, str]:
     forms = bottle.request.forms
     return {key: forms.getunicode(key, "") or "" for key in forms}
-
-
-def _local(owner, at: datetime | None) -> str:
-    return routing.local_time(owner, at).strftime("%Y-%m-%d %H:%M") if at else ""
 
 
 # --- overview -------------------------------------------------------------------------
@@ -87,8 +93,9 @@ def overview():
         "dashboard/overview.html",
         routing_url=instance().routing_url(owner.slug),
         checklist=checklist if not owner_setup.can_route(owner) else [],
-        recent=recent,
-        local=lambda at: _local(owner, at),
+        counts=dispatch_list.counts(owner),
+        needs=dispatch_list.lines(instance(), dispatch_list.needs_you(owner)),
+        recent=dispatch_list.lines(instance(), recent),
     )
 
 
@@ -153,6 +160,30 @@ def update_item(name: str, item_id: int):
     except ValidationError as exc:
         return edit_item(name, item_id, form, exc.errors, 400)
     see_other(f"/dashboard/{name}")
+
+
+CONSEQUENCES = {
+    "vendors": "Routes stop asking this vendor. Past dispatches keep their history.",
+    "subjects": "Routes for it are deleted too. Past dispatches keep its name.",
+    "categories": "Routes for it are deleted too. Past dispatches keep its name.",
+}
+
+
+def confirm_delete_item(name: str, item_id: int):
+    """A page that asks before a delete: the list's Delete button leads here, so one
+    slip of a thumb never removes anything, with or without JavaScript."""
+    owner = require_owner()
+    kind = _kind(name)
+    item = _item_or_404(owner, kind, item_id)
+    label = owner_setup.labels(owner)["subject"].lower() if name == "subjects" else kind.singular
+    return dashboard_page(
+        "dashboard/confirm.html",
+        question=f"Delete the {label} {item.name}?",
+        consequence=CONSEQUENCES[name],
+        action=f"/dashboard/{name}/{item_id}/delete",
+        button=f"Delete {item.name}",
+        back=f"/dashboard/{name}",
+    )
 
 
 def delete_item(name: str, item_id: int):
@@ -220,6 +251,20 @@ def create_route():
     see_other("/dashboard/routes")
 
 
+def confirm_delete_route(route_id: int):
+    owner = require_owner()
+    if owner_setup.get_route(owner, route_id) is None:
+        raise fail(404, "There is no such route.")
+    return dashboard_page(
+        "dashboard/confirm.html",
+        question="Delete this route?",
+        consequence="Requests it would take go to the next route that fits, or to nobody.",
+        action=f"/dashboard/routes/{route_id}/delete",
+        button="Delete the route",
+        back="/dashboard/routes",
+    )
+
+
 def change_route(route_id: int, change: str):
     owner = require_owner()
     route = owner_setup.get_route(owner, route_id)
@@ -244,41 +289,61 @@ def change_route(route_id: int, change: str):
 # --- settings -------------------------------------------------------------------------
 
 
-def _hours_text(intervals: list) -> str:
-    return ", ".join(f"{start}-{end}" for start, end in intervals)
-
-
-def _hours_from_form(form: dict) -> dict:
+def _hours_from_form(forms) -> dict:
+    """Weekday rows of time inputs (start, end; repeated for a second interval) and a
+    list of holiday dates; a row left empty is a closed day."""
     hours: dict = {}
     for day in routing.WEEKDAYS:
-        text = form.get(f"hours_{day}", "").strip()
-        intervals = []
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            start, _, end = part.partition("-")
-            intervals.append([start.strip(), end.strip()])
-        hours[day] = intervals
-    hours["holidays"] = [
-        line.strip() for line in form.get("holidays", "").splitlines() if line.strip()
-    ]
+        starts = forms.getall(f"{day}_start")
+        ends = forms.getall(f"{day}_end")
+        hours[day] = [
+            [start.strip(), end.strip()]
+            for start, end in zip(starts, ends, strict=False)
+            if start.strip() or end.strip()
+        ]
+    hours["holidays"] = sorted({d.strip() for d in forms.getall("holiday") if d.strip()})
     return hours
 
 
-def settings_page(form=None, errors=None, status=200, saved=False):
+def _timezone_groups() -> list[tuple[str, list[str]]]:
+    groups: dict[str, list[str]] = {}
+    for name in sorted(accounts.timezones()):
+        if "/" in name and not name.startswith(("Etc/", "SystemV/")):
+            groups.setdefault(name.split("/", 1)[0], []).append(name)
+    return [(region, names) for region, names in sorted(groups.items())] + [("Other", ["UTC"])]
+
+
+def settings_page(form=None, errors=None, status=200, saved=False, hours=None):
     owner = require_owner()
     if form is None:
-        hours = owner.business_hours or routing.DEFAULT_HOURS
         form = {key: str(getattr(owner, key)) for key in owner_setup.SETTINGS_FIELDS}
-        form |= {f"hours_{day}": _hours_text(hours.get(day, [])) for day in routing.WEEKDAYS}
-        form["holidays"] = "\n".join(hours.get("holidays", []))
+    hours = hours or owner.business_hours or routing.DEFAULT_HOURS
     return dashboard_page(
         "dashboard/settings.html",
         status=status,
         form=form,
         errors=errors or {},
         weekdays=routing.WEEKDAYS,
+        hours=hours,
+        timezones=_timezone_groups(),
+        colours=owner_setup.BRAND_COLOURS,
         saved=saved or bottle.request.query.get("saved") == "1",
         email_sent=bottle.request.query.getunicode("email_sent", "") or "",
     )
+
+
+def save_logo():
+    owner = require_owner()
+    if bottle.request.forms.get("remove"):
+        owner_setup.remove_logo(owner)
+        see_other("/dashboard/settings?saved=1")
+    upload = bottle.request.files.get("logo")
+    data = upload.file.read(owner_setup.LOGO_MAX + 1) if upload is not None else b""
+    try:
+        owner_setup.save_logo(owner, data)
+    except ValidationError as exc:
+        return settings_page(errors=exc.errors, status=400)
+    see_other("/dashboard/settings?saved=1")
 
 
 def change_email():
@@ -300,10 +365,11 @@ def sign_out_everywhere():
 def save_settings():
     owner = require_owner()
     form = form_dict()
+    hours = _hours_from_form(bottle.request.forms)
     try:
-        owner_setup.save_settings(owner, form, _hours_from_form(form))
+        owner_setup.save_settings(owner, form, hours)
     except ValidationError as exc:
-        return settings_page(form, exc.errors, 400)
+        return settings_page(form, exc.errors, 400, hours=hours)
     see_other("/dashboard/settings?saved=1")
 
 
@@ -351,12 +417,19 @@ def dispatches_page():
         )
         return portability.history_csv(instance(), owner, query)
     number = min(db.parse_id(bottle.request.query.get("page", "1")) or 1, 10**6)
-    total = query.count()
-    rows = list(query.paginate(number, PAGE_SIZE))
+    words = (bottle.request.query.getunicode("q", "") or "")[:100]
+    if words.strip():
+        found = dispatch_list.search(instance(), query, words)
+        total = len(found)
+        rows = found[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+    else:
+        total = query.count()
+        rows = list(query.paginate(number, PAGE_SIZE))
     kinds = owner_setup.KINDS
     return dashboard_page(
         "dashboard/dispatches.html",
-        rows=rows,
+        rows=dispatch_list.lines(instance(), rows),
+        words=words,
         filters=raw,
         statuses=dispatch.STATUSES,
         subjects=owner_setup.items(owner, kinds["subjects"]),
@@ -364,7 +437,6 @@ def dispatches_page():
         number=number,
         pages=max(1, -(-total // PAGE_SIZE)),
         total=total,
-        local=lambda at: _local(owner, at),
         csv_query=bottle.request.query_string,
     )
 
@@ -391,7 +463,9 @@ def dispatch_page(dispatch_id: int, errors=None, status=200):
         vendors=owner_setup.items(owner, owner_setup.KINDS["vendors"]),
         finished=d.status in dispatch.FINISHED,
         errors=errors or {},
-        local=lambda at: _local(owner, at),
+        state=timeline.status(d),
+        line=timeline.owner_line,
+        local=lambda at: timeline.when(owner, at, seconds=True),
     )
 
 
@@ -468,6 +542,10 @@ def install(app: bottle.Bottle) -> None:
         app.post(
             base + "/<item_id:int>", callback=lambda item_id, name=name: update_item(name, item_id)
         )
+        app.get(
+            base + "/<item_id:int>/delete",
+            callback=lambda item_id, name=name: confirm_delete_item(name, item_id),
+        )
         app.post(
             base + "/<item_id:int>/delete",
             callback=lambda item_id, name=name: delete_item(name, item_id),
@@ -475,6 +553,7 @@ def install(app: bottle.Bottle) -> None:
     app.post("/dashboard/subjects/import", callback=import_subjects)
     app.get("/dashboard/routes", callback=routes_page)
     app.post("/dashboard/routes", callback=create_route)
+    app.get("/dashboard/routes/<route_id:int>/delete", callback=confirm_delete_route)
     for change in ("delete", "add", "remove", "move"):
         app.post(
             f"/dashboard/routes/<route_id:int>/{change}",
@@ -483,6 +562,7 @@ def install(app: bottle.Bottle) -> None:
     app.get("/dashboard/settings", callback=settings_page)
     app.post("/dashboard/settings", callback=save_settings)
     app.post("/dashboard/settings/email", callback=change_email)
+    app.post("/dashboard/settings/logo", callback=save_logo)
     app.post("/dashboard/settings/sessions", callback=sign_out_everywhere)
     app.get("/dashboard/dispatches", callback=dispatches_page)
     app.get("/dashboard/dispatches/<dispatch_id:int>", callback=dispatch_page)
