@@ -114,8 +114,7 @@ def for_period(account: Account, days: int = DEFAULT_PERIOD) -> Figures:
         .tuples()
     }
     counts = Counter(routing.local_time(account, at).date() for at, _ in dispatches.values())
-    per_day = [(first_day + timedelta(days=n), 0) for n in range(days)]
-    per_day = [(day, counts[day]) for day, _ in per_day]
+    per_day = [(day, counts[day]) for day in (first_day + timedelta(n) for n in range(days))]
 
     events = (
         DispatchEvent.select(
@@ -134,6 +133,8 @@ def for_period(account: Account, days: int = DEFAULT_PERIOD) -> Figures:
     unassigned = {d for d, (_, status) in dispatches.items() if status == "unassigned"}
     first_accept: dict[tuple[int, int], datetime] = {}  # (dispatch, vendor) -> when
     for dispatch_id, kind, vendor_id, at in events:
+        if dispatch_id not in dispatches:  # submitted between the two reads
+            continue
         if kind == "escalated":
             escalated.add(dispatch_id)
         elif kind == "unassigned":
