@@ -300,6 +300,9 @@ def queue_vendor_email(instance: Instance, d: Dispatch, vendor: Vendor) -> None:
         firm_email=account.email,
         links=links,
         labels=accounts.labels(account.industry),
+        received=routing.local_time(account, d.created_at).strftime("%a %d %b %H:%M"),
+        minutes=account.escalate_after_minutes,
+        last=d.chain_position + 1 >= len(d.chain),
     )
     urgent = "URGENT: " if d.category_id and d.category.emergency else ""
     where = d.subject_label or account.business_name

@@ -1,8 +1,9 @@
 """The routing page, the caller's status page and the vendor's action page, over HTTP."""
 
 import re
+from datetime import timedelta
 
-from outofoffice import accounts, db
+from outofoffice import accounts, clock, db
 from outofoffice.models import Dispatch, DispatchEvent
 from tests.conftest import client, request_form
 
@@ -196,3 +197,58 @@ def test_invalid_utf8_in_a_form_is_a_4xx_and_stores_nothing(app, firm):
     assert 400 <= response.status_int < 500
     with db.connection():
         assert Dispatch.select().count() == 0
+
+
+def test_a_wrong_phone_gets_a_summary_that_takes_focus_and_points_at_the_field(app, firm):
+    page = app.post("/r/alpha", request_form(firm, phone="12"), status=400)
+    assert page.html.title.text.startswith("Error: ")
+    summary = page.html.find(id="error-summary")
+    assert summary.has_attr("autofocus") and summary["tabindex"] == "-1"
+    assert [a["href"] for a in summary.find_all("a")] == ["#f-phone"]
+    phone = page.html.find(id="f-phone")
+    assert phone["aria-invalid"] == "true"
+    assert "e-phone" in phone["aria-describedby"].split()
+    # the summary comes before everything else the caller reads
+    assert page.html.find("main").find(True) is summary
+
+
+def test_caller_pages_carry_the_firm_and_tap_to_call_numbers(app, instance, firm, mailbox):
+    with db.connection():
+        account = firm["account"]
+        account.contact_phone = "+1 (312) 555-0140"
+        account.save()
+    page = app.get("/r/alpha")
+    assert page.html.find(class_="firm-name").text == "Alpha Properties"
+    assert page.html.find("header").find("a")["href"] == "tel:+13125550140"
+    assert {a["href"] for a in page.html.select(".call-row a")} == {"tel:911", "tel:+13125550140"}
+    assert "Out of Office Pro" not in page.html.find("header").text
+    status = app.post("/r/alpha", request_form(firm)).follow()
+    assert "tel:+13125550140" in {a["href"] for a in status.html.find_all("a")}
+    assert status.html.find("meta", attrs={"http-equiv": "refresh"}) is not None
+    missing = app.get("/s/" + "x" * 40, status=404)
+    assert missing.html.find("h1").text and "tel:" not in missing.text  # no firm is known
+
+
+def test_the_vendor_email_says_when_it_came_and_how_long_before_it_moves_on(app, firm, mailbox):
+    app.post("/r/alpha", request_form(firm))
+    [mail] = [m for m in mailbox.deliver() if m["To"] == "vera@plumb.example"]
+    text = mailbox.text(mail)
+    assert re.search(r"Received: \w{3} \d\d \w{3} \d\d:\d\d", text)
+    assert "within 15 minutes, the request goes to the next person" in text
+    html = mail.get_body(preferencelist=("html",)).get_content()
+    assert ">Accept</a>" in html and ">Decline</a>" in html
+
+
+def test_the_vendor_page_has_call_and_directions_buttons_and_an_expired_link_names_the_firm(
+    app, firm, mailbox
+):
+    app.post("/r/alpha", request_form(firm))
+    paths = vendor_paths(mailbox, "vera@plumb.example")
+    page = app.get(paths["Accept"])
+    hrefs = [a["href"] for a in page.html.select(".call-row a")]
+    assert hrefs[0].startswith("tel:") and any("maps" in h and "Elm" in h for h in hrefs)
+    assert "Status: sent" not in page.text and "Waiting for your answer" in page.text
+    clock.advance(timedelta(days=8))
+    expired = app.get(paths["Accept"], status=410)
+    assert expired.html.find("h1").text == "This link expired"
+    assert "Alpha Properties" in expired.text and expired.html.find(class_="firm-name")

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from outofoffice import db, dispatch, portability
-from outofoffice.models import Account, Dispatch, Route, Subject, Vendor
+from outofoffice.models import Account, Category, Dispatch, Route, Subject, Vendor
 from tests.conftest import DATA, Client, csrf_of, request_form, sign_in
 
 SAMPLE = DATA / "export-sample.json"
@@ -424,3 +424,76 @@ def test_changing_the_address_needs_a_sign_in_from_the_last_ten_minutes(owner_ap
     page = form.submit(status=400)
     assert "sign in again first" in page.text
     assert not [m for m in mailbox.deliver() if m["To"] == "thief@evil.example"]
+
+
+def test_a_delete_asks_first_on_a_page_of_its_own(owner_app, firm):
+    app, _ = owner_app
+    vendors = app.get("/dashboard/vendors")
+    link = vendors.html.find("a", href=f"/dashboard/vendors/{firm['vera'].id}/delete")
+    confirm = app.get(link["href"])
+    assert confirm.html.find("h1").text == "Delete the vendor Vera Plumb?"
+    with db.connection():
+        assert (
+            Vendor.get_or_none(Vendor.id == firm["vera"].id) is not None
+        )  # asking deletes nothing
+    assert confirm.forms[1].submit().status_int == 303
+    with db.connection():
+        assert Vendor.get_or_none(Vendor.id == firm["vera"].id) is None
+    routes = app.get("/dashboard/routes")
+    delete = routes.html.select("a[href$='/delete']")[0]["href"]
+    assert app.get(delete).html.find("h1").text == "Delete this route?"
+    with db.connection():
+        before = Route.select().count()
+    app.get(delete).forms[1].submit()
+    with db.connection():
+        assert Route.select().count() == before - 1
+
+
+def test_the_firms_logo_is_checked_stored_and_served_from_an_address_that_changes(
+    owner_app, instance
+):
+    app, token = owner_app
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    page = app.post(
+        "/dashboard/settings/logo",
+        {"csrf_token": token},
+        upload_files=[("logo", "logo.svg", b"<svg onload='alert(1)'></svg>")],
+        status=400,
+    )
+    assert "PNG, JPEG, GIF or WebP" in page.text
+    app.post(
+        "/dashboard/settings/logo", {"csrf_token": token}, upload_files=[("logo", "a.png", png)]
+    )
+    routing = app.get("/r/alpha")
+    src = routing.html.find("img", class_="logo")["src"]
+    served = app.get(src)
+    assert served.content_type == "image/png" and served.body == png
+    assert "immutable" in served.headers["Cache-Control"]
+    app.get(src.replace("/alpha/", "/beta/"), status=404)
+    app.post("/dashboard/settings/logo", {"csrf_token": token, "remove": "1"})
+    app.get(src, status=404)
+    assert app.get("/r/alpha").html.find("img", class_="logo") is None
+
+
+def test_the_overview_counts_and_puts_what_needs_the_owner_first(owner_app, instance, firm):
+    app, _ = owner_app
+    with db.connection():
+        dispatch.submit(instance, firm["account"], request_form(firm))
+        routed = {r.category_id for r in Route.select()}
+        spare = Category.select().where(
+            Category.account == firm["account"], Category.id.not_in(routed)
+        )[0]
+        unrouted = dispatch.submit(
+            instance,
+            firm["account"],
+            request_form(firm, category=str(spare.id), phone="+1 555 0188"),
+        ).dispatch
+    page = app.get("/dashboard")
+    counts = {
+        li.text.split(None, 1)[1].strip(): int(li.strong.text)
+        for li in page.html.select(".counts li")
+    }
+    assert counts == {"open": 2, "waiting on a vendor": 1, "unassigned": 1, "resolved today": 0}
+    needs = page.html.find(id="needs-title").find_parent("section")
+    assert unrouted.reference in needs.text and "Tina Tenant" in needs.text
+    assert "Nobody accepted: it needs you" in needs.text
