@@ -110,9 +110,8 @@ def init(state: State, data_dir: str | None, base_url: str | None) -> None:
     if target.exists():
         raise click.ClickException(f"{target} exists already; not overwriting it")
     data = Path(data_dir or "outofoffice-data").resolve()
-    url = base_url or config.default("server", "base_url")
     try:
-        server = config.initial_server(url)
+        server = config.initial_server(base_url)
         cfg = config.from_mapping({"server": server, "storage": {"data_dir": str(data)}}, target)
     except config.ConfigError as exc:
         raise click.ClickException(str(exc)) from None
@@ -141,14 +140,15 @@ def serve(state: State, host: str | None, port: int | None, no_scheduler: bool) 
 
     _setup_logging()
     log.info("%s", state.config.announcement)
+    host = host or state.config.server.host
+    port = port or state.config.server.port
+    try:  # a base_url left out follows where this process listens
+        state._config = state.config.serving(host, port)
+    except ValueError as exc:
+        raise click.ClickException(f"--host: {exc}") from None
     inst = state.instance(migrate=True, create=True)
     try:
-        run_server(
-            inst,
-            host or state.config.server.host,
-            port or state.config.server.port,
-            with_scheduler=not no_scheduler,
-        )
+        run_server(inst, host, port, with_scheduler=not no_scheduler)
     except SchedulerLocked as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -169,11 +169,11 @@ def worker(state: State) -> None:
         scheduler.start()
     except SchedulerLocked as exc:
         raise click.ClickException(str(exc)) from None
-    beat = Heartbeat("scheduler")
-    beat.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    beat = Heartbeat("scheduler")
+    beat.start()  # beats once in this thread first; the handlers above keep a stop clean
     try:
         stop.wait()
     finally:
@@ -198,6 +198,11 @@ def check(state: State, send_test_email: str | None, show_config: bool) -> None:
     """Check the config, the data folder, the database and the mail backend."""
     cfg = state.config
     click.echo(f"config: ok ({cfg.announcement})")
+    if cfg.operator.contact_email == config.default("operator", "contact_email"):
+        click.echo(
+            f"warning: [operator] contact_email is still {cfg.operator.contact_email}; set it "
+            "to an address people can write to (it is shown on /privacy and in emails)"
+        )
     if show_config:
         click.echo(config.dump(cfg), nl=False)
     if not cfg.data_dir.is_dir() or not os.access(cfg.data_dir, os.W_OK):
@@ -687,10 +692,25 @@ def demo(state: State, slug: str, industry: str) -> None:
 
     inst = state.instance(migrate=True, create=True)
     with db.connection():
-        try:
-            account = sample.create(slug, industry)
-        except accounts.ValidationError as exc:
-            raise click.ClickException(f"--slug: {' '.join(exc.errors.values())}") from None
+        account = sample.existing(slug)
+        if account is not None:
+            click.echo(f"the sample firm {account.slug} is there from an earlier demo")
+            if account.status != "active":
+                raise click.ClickException(
+                    f"{account.slug} is {account.status}; "
+                    f"`outofoffice accounts enable {account.slug}` first"
+                )
+        else:
+            try:
+                account = sample.create(slug, industry)
+            except accounts.ValidationError as exc:
+                if accounts.find(slug) is not None:
+                    raise click.ClickException(
+                        f"--slug: {slug} belongs to a firm that is not the sample one; sign "
+                        f"in to it with `outofoffice accounts login-link {slug}`, or give "
+                        "demo another --slug"
+                    ) from None
+                raise click.ClickException(f"--slug: {' '.join(exc.errors.values())}") from None
         click.echo(f"routing page: {inst.routing_url(account.slug)}")
         click.echo(f"owner login:  {accounts.login_link(inst, account)}")
 

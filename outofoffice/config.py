@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field, make_dataclass, replace
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,13 @@ def is_loopback(host: str) -> bool:
         return ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def listen_url(host: str, port: int) -> str:
+    """The base_url of a server listening on host:port: one listening on every
+    address is reached through this machine's loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 - a name
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _url(value: str) -> str | None:
@@ -162,8 +169,10 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
                 "base_url",
                 str,
                 "http://127.0.0.1:8080",
-                "Public URL of this instance; every emailed link starts with it. "
-                "https:// turns on Secure cookies and HSTS.",
+                "Public URL of this instance; every emailed or printed link starts with it. "
+                "https:// turns on Secure cookies and HSTS. Left out, it is "
+                "http://<host>:<port> where `serve` listens (--host and --port included), "
+                "and commands run beside a running `serve` print links to it.",
                 check=_url,
             ),
             Key("host", str, "127.0.0.1", "Address to listen on.", check=_nonempty),
@@ -442,6 +451,9 @@ class Config:
     abuse: Any
     billing: Any
     analytics: Any
+    # "config": base_url is set; "default": left out, so http://<host>:<port>, which a
+    # running `serve` may know better; "serve": this process listens at it
+    base_url_source: str = "config"
 
     @property
     def data_dir(self) -> Path:
@@ -467,6 +479,23 @@ class Config:
     @property
     def base_url(self) -> str:
         return self.server.base_url.rstrip("/")
+
+    @property
+    def follows_serve(self) -> bool:
+        """base_url is left out: a `serve` on another port knows the address that opens."""
+        return self.base_url_source == "default"
+
+    def serving(self, host: str, port: int) -> Config:
+        """This config as `serve` listening on host:port uses it: a base_url left out
+        follows the address actually served, so links and the Origin check match it.
+        ValueError: no URL can name that host."""
+        server = replace(self.server, host=host, port=port)
+        if self.base_url_source == "config":
+            return replace(self, server=server)
+        url = listen_url(host, port)
+        if _url(url):
+            raise ValueError(f"must be an IP address or a host name, got {host!r}")
+        return replace(self, server=replace(server, base_url=url), base_url_source="serve")
 
     @property
     def https(self) -> bool:
@@ -573,7 +602,17 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Config:
         return _TYPES[section](**kwargs)
 
     sections = {s: build(s, data.get(s, {})) for s in TOP_SECTIONS}
-    config = Config(source=source, **sections)
+    source_of_url = "config"
+    if "base_url" not in data.get("server", {}):
+        server = sections["server"]
+        url = listen_url(server.host, server.port)
+        if _url(url):
+            raise error_for("server", "host")(
+                f"must be an IP address or a host name (or set base_url), got {server.host!r}"
+            )
+        sections["server"] = replace(server, base_url=url)
+        source_of_url = "default"
+    config = Config(source=source, base_url_source=source_of_url, **sections)
     _cross_check(config, error_for)
     return config
 
@@ -723,9 +762,12 @@ def dump(config: Config) -> str:
     return "\n".join(out) + "\n"
 
 
-def initial_server(base_url: str) -> dict[str, Any]:
+def initial_server(base_url: str | None) -> dict[str, Any]:
     """[server] keys for `init`: a plain-http base_url with a port is served directly,
-    so listen on that port; anything else sits behind a proxy on the default port."""
+    so listen on that port; anything else sits behind a proxy on the default port.
+    Without one, base_url stays out and follows where `serve` listens."""
+    if base_url is None:
+        return {}
     server: dict[str, Any] = {"base_url": base_url}
     parts = urlsplit(base_url)
     try:
@@ -739,7 +781,9 @@ def initial_server(base_url: str) -> dict[str, Any]:
 
 def render_initial(server: Mapping[str, Any], data_dir: Path) -> str:
     """The small config file `outofoffice init` writes."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in server.items()]
+    lines = [f"{k} = {_toml_value(v)}" for k, v in server.items()] or [
+        '# base_url = "https://help.example.com"  # left out: http://<host>:<port> of `serve`'
+    ]
     return (
         "# Out of Office Pro configuration, written by `outofoffice init`.\n"
         "# Every other key and its default: config.example.toml.\n\n"

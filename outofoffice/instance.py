@@ -6,10 +6,11 @@ web app and the domain functions that need keys or mail.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from functools import cached_property
 
-from outofoffice import db, keys, migrations, traffic
+from outofoffice import db, heartbeat, keys, migrations, traffic
 from outofoffice.config import Config
 from outofoffice.mail import Mailer, mailer_for
 from outofoffice.models import Dispatch, Setting
@@ -82,6 +83,7 @@ class Instance:
     config: Config
     keys: keys.Keys
     migrated: tuple[str, ...] = ()  # the schema steps this start applied
+    _served: tuple[str, float] = field(default=("", 0.0), repr=False)  # (url, until)
 
     @classmethod
     def open(cls, config: Config, *, migrate: bool = False, create: bool = True) -> Instance:
@@ -134,14 +136,28 @@ class Instance:
     def sender(self) -> str:
         return self.config.mail.from_
 
+    @property
+    def base_url(self) -> str:
+        """base_url; when it is left out, the address a `serve` of this installation on
+        this machine listens at (it may run with --port), so the links a second command
+        prints or a worker emails open. Looked up again at most every heartbeat."""
+        if not self.config.follows_serve:
+            return self.config.base_url
+        url, until = self._served
+        if time.monotonic() >= until:
+            with db.connection():
+                url = heartbeat.serving_url() or self.config.base_url
+            self._served = (url, time.monotonic() + heartbeat.BEAT_SECONDS)
+        return url
+
     def url(self, path: str) -> str:
         """Every emailed or printed URL comes from base_url, never from a request."""
-        return self.config.base_url + path
+        return self.base_url + path
 
     def routing_url(self, slug: str) -> str:
         """The public address of an account's routing page (SPEC section 5)."""
         server = self.config.server
         if server.routing_pages == "subdomain":
-            scheme = self.config.base_url.split("://", 1)[0]
+            scheme = self.base_url.split("://", 1)[0]
             return f"{scheme}://{slug}.{server.domain}/"
         return self.url(f"/r/{slug}")

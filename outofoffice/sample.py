@@ -27,9 +27,22 @@ SUBJECTS = {
 }
 
 
+def owner_email(slug: str) -> str:
+    """The sample owner's address: .example is reserved, so no real owner has it."""
+    return f"owner@{slug}.example"
+
+
+def existing(slug: str) -> Account | None:
+    """The sample firm an earlier `demo` made at this slug; None for a real firm's."""
+    account = Account.get_or_none(Account.slug == slug.strip().lower())
+    if account is None or account.email != owner_email(account.slug):
+        return None
+    return account
+
+
 def create(slug: str, industry: str) -> Account:
     account = accounts.create_account(
-        email=f"owner@{slug}.example",
+        email=owner_email(slug),
         name="Sample Owner",
         business_name=f"{accounts.INDUSTRIES[industry][0]} Sample Firm",
         slug=slug,

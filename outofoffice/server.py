@@ -69,7 +69,8 @@ def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True)
     log.info("serving on http://%s:%s (public address %s)", host, port, instance.config.base_url)
     counts = traffic.Flusher(instance.traffic)
     counts.start()
-    beat = Heartbeat("web+scheduler" if scheduler else "web")
+    # where this process serves: commands beside it print links there (base_url left out)
+    beat = Heartbeat("web+scheduler" if scheduler else "web", url=instance.config.base_url)
     beat.start()
     try:
         with contextlib.suppress(KeyboardInterrupt):  # SIGINT or SIGTERM: a clean stop

@@ -302,3 +302,52 @@ def test_a_lost_key_is_never_silently_replaced(cfg, tmp_path):
     assert not key.exists()
     (tmp_path / "key-elsewhere").rename(key)
     assert "all checks passed" in run("--config", cfg, "check").output
+
+
+def _signs_in(cfg, link: str) -> bool:
+    """Does this printed sign-in link open the confirm page of the sample firm?"""
+    from outofoffice import config
+    from outofoffice.instance import Instance
+    from tests.conftest import client, path_of
+
+    app = client(Instance.open(config.load(cfg)))
+    return "Sample Firm" in app.get(path_of(link)).text
+
+
+def test_demo_run_again_prints_the_sample_firms_links(cfg):
+    first = run("--config", cfg, "demo").output
+    again = run("--config", cfg, "demo").output
+    assert "is there from an earlier demo" in again
+    assert "routing page: https://h.example/r/sample-firm" in again
+    [link] = [w for w in again.split() if w.startswith("https://h.example/auth/")]
+    assert link not in first  # a fresh sign-in link
+    assert _signs_in(cfg, link)
+    shown = run("--config", cfg, "accounts", "show", "sample-firm").output
+    assert "vendors:        4" in shown  # nothing made twice
+
+
+def test_demo_on_a_real_firms_slug_points_at_login_link(cfg):
+    run("--config", cfg, *CREATE)
+    line = error_line(run("--config", cfg, "demo", "--slug", "alpha", ok=False))
+    assert "--slug" in line and "outofoffice accounts login-link alpha" in line
+    shown = run("--config", cfg, "accounts", "show", "alpha").output
+    assert "vendors:        0" in shown
+
+
+def test_check_warns_while_the_operator_contact_is_the_default(cfg):
+    result = run("--config", cfg, "check")
+    [warning] = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert "[operator] contact_email" in warning and "admin@localhost" in warning
+    assert "all checks passed" in result.output
+    cfg.write_text(cfg.read_text() + '\n[operator]\ncontact_email = "privacy@h.example"\n')
+    assert "warning" not in run("--config", cfg, "check").output
+
+
+def test_init_without_a_base_url_leaves_it_to_follow_the_port(tmp_path):
+    path = tmp_path / "c.toml"
+    run("--config", path, "init", "--data-dir", tmp_path / "d")
+    assert "\nbase_url" not in path.read_text()
+    path.write_text(path.read_text().replace("[server]\n", "[server]\nport = 9123\n"))
+    run("--config", path, *CREATE)
+    link = run("--config", path, "accounts", "login-link", "alpha").output.strip()
+    assert link.startswith("http://127.0.0.1:9123/auth/")

@@ -358,3 +358,47 @@ def test_requests_are_counted_per_day_route_and_status_and_nothing_more(instance
         counts = {(r.route, r.status): r.count for r in RequestCount.select()}
     assert counts == {("/r/<slug>", 200): 2, ("(no route)", 404): 1}
     assert not any("alpha" in route for route, _ in counts)
+
+
+def test_the_favicon_is_served_where_browsers_and_the_page_ask(app):
+    icon = app.get("/static/favicon.svg")
+    assert icon.content_type == "image/svg+xml"
+    assert icon.text.startswith("<svg") and "#1f5fbf" in icon.text
+    legacy = app.get("/favicon.ico")  # browsers ask for it whatever the page says
+    assert legacy.content_type == "image/svg+xml" and legacy.body == icon.body
+    assert "max-age" in legacy.headers["Cache-Control"]
+
+
+def test_head_answers_like_get_without_a_body(app, instance, firm, mailbox):
+    from tests.conftest import request_form
+
+    status_path = app.post("/r/alpha", request_form(firm)).headers["Location"]
+    paths = {
+        "/": 200,
+        "/r/alpha": 200,
+        status_path: 200,
+        "/dashboard": 303,
+        "/static/favicon.svg": 200,
+        "/favicon.ico": 200,
+        "/healthz": 503,  # no scheduler runs in this test process
+        "/no/such/page": 404,
+    }
+    for path, status in paths.items():
+        got = app.get(path, status=status)
+        head = app.head(path, status=status)
+        assert head.body == b"", path
+        assert head.headers["Content-Length"] == str(len(got.body)), path
+        for name in ("Content-Type", "Content-Security-Policy", "Cache-Control", "Location"):
+            assert head.headers.get(name) == got.headers.get(name), (path, name)
+    sign_in(app, instance, firm["account"])
+    assert app.head("/dashboard", status=200).body == b""
+    assert app.head("/logout", status=405).body == b""  # POST only, as GET finds
+
+
+def test_head_sends_nothing_and_acts_on_nothing(app, firm, mailbox):
+    app.head("/r/alpha", status=200)
+    with db.connection():
+        from outofoffice.models import Dispatch
+
+        assert Dispatch.select().count() == 0
+    assert mailbox.deliver() == []

@@ -51,6 +51,12 @@ class App(bottle.Bottle):
         self.counts = counts
 
     def __call__(self, environ, start_response):
+        # HEAD is GET without the body: handlers that tell GET from POST (a form that
+        # shows or sends, the redirect to log in) then answer it as GET does
+        head = environ.get("REQUEST_METHOD") == "HEAD"
+        if head:
+            environ["REQUEST_METHOD"] = "GET"
+
         def start(status, headers, exc_info=None):
             route = environ.get("bottle.route")
             self.counts.count(route.rule if route else "(no route)", int(status[:3]))
@@ -58,7 +64,12 @@ class App(bottle.Bottle):
             extra = [(k, v) for k, v in self.security_headers if k.lower() not in present]
             return start_response(status, list(headers) + extra, exc_info)
 
-        return self.wsgi(environ, start)
+        body = self.wsgi(environ, start)
+        if not head:
+            return body
+        if hasattr(body, "close"):
+            body.close()
+        return []
 
 
 def _security_headers(config: Config) -> list[tuple[str, str]]:

@@ -71,7 +71,16 @@ def install(app: bottle.Bottle) -> None:
 
     @app.get("/static/<path:path>")
     def static(path):
-        response = bottle.static_file(path, root=str(STATIC))
-        if response.status_code == 200:
-            response.set_header("Cache-Control", "public, max-age=86400")
-        return response
+        return _static(path)
+
+    @app.get("/favicon.ico")
+    def favicon():
+        # browsers ask for it whatever the page says; the SVG answers, in one request
+        return _static("favicon.svg")
+
+
+def _static(path: str):
+    response = bottle.static_file(path, root=str(STATIC))
+    if response.status_code == 200:
+        response.set_header("Cache-Control", "public, max-age=86400")
+    return response

@@ -1,5 +1,7 @@
 """The product as an admin and an owner meet it: a real server, a real SMTP server."""
 
+import email
+import email.policy
 import json
 import re
 import signal
@@ -9,8 +11,8 @@ import sys
 import time
 import urllib.request
 
-from tests.conftest import served_config
-from tests.servers import Browser
+from tests.conftest import base_sections, served_config, write_config
+from tests.servers import Browser, run_cli
 from tests.smtp_sink import SMTPSink, free_port
 
 LINK = re.compile(r"http://127\.0\.0\.1:\d+(/auth/[A-Za-z0-9_-]+)")
@@ -166,3 +168,36 @@ def test_the_database_and_key_are_private_to_the_service_user(tmp_path, servers)
     for name in ("outofoffice.db", "secret.key"):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
     assert server.stop() == 0
+
+
+def test_serve_on_another_port_links_there_and_so_does_demo_beside_it(tmp_path, servers):
+    sections = base_sections(tmp_path)
+    del sections["server"]  # base_url left at its default
+    cfg = write_config(tmp_path / "config.toml", sections)
+    port = free_port()
+    server = servers(tmp_path, "--config", str(cfg), port=port)
+    assert f"public address http://127.0.0.1:{port}" in server.output()
+
+    printed = run_cli(cfg, "demo")  # a second terminal, while serve runs
+    assert f"routing page: {server.url}/r/sample-firm" in printed
+    [login] = [w for w in printed.split() if "/auth/" in w]
+    assert login.startswith(server.url + "/auth/")
+    browser = Browser(server.url)
+    assert browser.request("/r/sample-firm")[0] == 200
+    status, url, page = browser.request(login[len(server.url) :], {})
+    assert status == 200 and url == server.url + "/dashboard" and "Sample Firm" in page
+
+    # what the serving process emails links to the port it serves on, too
+    Browser(server.url).request("/login", {"email": "owner@sample-firm.example"})
+    mail_dir = tmp_path / "data" / "mail"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not list(mail_dir.glob("*.eml")):
+        time.sleep(0.1)
+    [eml] = mail_dir.glob("*.eml")
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    link = LINK.search(message.get_body(("plain",)).get_content())
+    assert link.group(0).startswith(server.url + "/auth/")
+    assert Browser(server.url).request(link.group(1))[0] == 200
+
+    assert server.stop() == 0  # and once it is gone, links fall back to the config's
+    assert "http://127.0.0.1:8080/auth/" in run_cli(cfg, "accounts", "login-link", "sample-firm")
