@@ -1,7 +1,8 @@
 """Real Chromium (Debian's package) driven by Playwright's Python package.
 
-Without Chromium these tests skip, except where OUTOFOFFICE_REQUIRE_BROWSER=1 (CI),
-where a missing browser is a failed install step.
+Without Chromium, or without axe-core (the axe-playwright-python package of the `test`
+extra), these tests skip, except where OUTOFOFFICE_REQUIRE_BROWSER=1 (CI), where a
+missing browser or axe-core is a failed install step.
 """
 
 import os
@@ -39,3 +40,28 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="session")
+def axe(browser):
+    """axe-core's source, to inject into pages (skips like the browser, or fails in CI)."""
+    from tests.browser.screens import axe_source
+
+    return axe_source()
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory):
+    """$OUTOFOFFICE_SCREENSHOTS, or a folder under pytest's temporary path."""
+    from tests.browser.screens import screenshot_folder
+
+    TAKEN["folder"] = screenshot_folder(tmp_path_factory)
+    return TAKEN["folder"]
+
+
+TAKEN: dict = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    if TAKEN.get("folder"):
+        terminalreporter.write_line(f"browser screenshots: {TAKEN['folder']}")
