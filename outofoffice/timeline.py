@@ -131,7 +131,9 @@ class Step:
 
 
 def caller_steps(d: Dispatch, events: list[DispatchEvent]) -> list[Step]:
-    """The caller's timeline: what they would want to know, none of the machinery."""
+    """The caller's timeline: what they would want to know, none of the machinery.
+    Only the vendor who accepted is named (they will call): a stranger who sends a
+    request learns nothing of who else the firm works with."""
     account = d.account
     steps = []
     asked = set()
@@ -142,13 +144,13 @@ def caller_steps(d: Dispatch, events: list[DispatchEvent]) -> list[Step]:
             text = "We received your request"
         elif e.kind == "email_sent" and e.vendor_id not in asked:
             asked.add(e.vendor_id)
-            text = f"Sent to {vendor_words(vendor)}"
+            text = "Sent to the person on call" if len(asked) == 1 else "Sent to the next person"
         elif e.kind == "declined":
-            text = f"{vendor_words(vendor)} could not take it; we asked the next person"
+            text = "The person asked could not take it"
         elif e.kind == "escalated":
-            text = "No answer in time; we asked the next person"
+            text = "No answer in time"
         elif e.kind == "reassigned":
-            text = f"The office passed it to {vendor_words(vendor)}"
+            text = "The office passed it to someone else"
         elif e.kind == "accepted":
             text = f"{vendor_words(vendor)} accepted and will call you"
         elif e.kind == "unassigned":

@@ -51,6 +51,8 @@ def test_no_other_route_in_the_app_carries_analytics(ga_app):
         "path": "style.css",
         "item_id": None,
         "dispatch_id": str(sub.dispatch.id),
+        "route_id": str(owner_setup.routes(account)[0].id),
+        "digest": "0" * 16,  # no logo: its 404 page carries nothing either
     }
     tokens = {"/auth/": login, "/s/": sub.status_token, "/v/": action}
     ids = {"vendors": vendor.id, "subjects": subject.id, "categories": category.id}

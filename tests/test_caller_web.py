@@ -110,10 +110,12 @@ def test_the_status_page_names_who_accepted_but_not_how_to_reach_them(app, firm,
     headline = page.html.find(class_="headline").text
     assert headline.startswith("Vera Plumb accepted at ") and "will call you" in headline
     assert "vera@plumb.example" not in page.text and "0101" not in page.text
+    waiting = app.post("/r/alpha", request_form(firm, phone="+1 555 0199")).follow()
+    assert "Vera" not in waiting.text and "Walt" not in waiting.text  # only who accepted
     steps = [li.text.split(None, 1)[1] for li in page.html.select("ol.timeline li")]
     assert steps == [
         "We received your request",
-        "Sent to Vera Plumb",
+        "Sent to the person on call",
         "Vera Plumb accepted and will call you",
     ]
     app.get("/s/not-a-token", status=404)

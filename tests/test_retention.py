@@ -101,7 +101,7 @@ def test_deleting_an_account_closes_it_at_once_and_removes_it_at_the_sweep(make_
     assert "closed" in done.text
     # at once: signed out, routing page closed, links dead
     assert app.get("/dashboard").status_int == 303
-    assert "phone the firm" in app.get("/r/alpha").text
+    assert "Please phone Alpha Properties" in app.get("/r/alpha").text
     app.get(status.headers["Location"], status=404)
     assert sweep(instance)["account deletions"] == 1
     with db.connection():

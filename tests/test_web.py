@@ -111,6 +111,8 @@ def test_templates_have_no_inline_script_or_style():
     for path in TEMPLATES.rglob("*.html"):
         text = path.read_text()
         assert not re.search(r"<script(?![^>]*\bsrc=)", text), path
+        if path.parent.name == "email":  # mail clients drop stylesheets: style= is how
+            continue  # an email's buttons look like buttons; no CSP applies there
         assert "style=" not in text and "<style" not in text, path
 
 
