@@ -229,7 +229,11 @@ def test_caller_pages_carry_the_firm_and_tap_to_call_numbers(app, instance, firm
     assert "Out of Office Pro" not in page.html.find("header").text
     status = app.post("/r/alpha", request_form(firm)).follow()
     assert "tel:+13125550140" in {a["href"] for a in status.html.find_all("a")}
-    assert status.html.find("meta", attrs={"http-equiv": "refresh"}) is not None
+    # it reloads itself without JavaScript (app.js updates it in place), and says how to stop
+    refresh = status.html.find("meta", attrs={"http-equiv": "refresh"})
+    assert refresh is not None and refresh.find_parent("noscript") is not None
+    stop = status.html.find("a", string="Stop updating")["href"]
+    assert app.get(stop).html.find("meta", attrs={"http-equiv": "refresh"}) is None
     missing = app.get("/s/" + "x" * 40, status=404)
     assert missing.html.find("h1").text and "tel:" not in missing.text  # no firm is known
 

@@ -22,6 +22,24 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   });
 
+  // The caller's status page: new steps appear in place, without a reload.
+  var progress = document.querySelector("#progress[data-live]");
+  if (progress && window.fetch && window.DOMParser) {
+    var every = parseInt(progress.getAttribute("data-live"), 10) * 1000;
+    var timer = window.setInterval(function () {
+      fetch(window.location.href, { credentials: "same-origin" })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (html) {
+          if (!html) return;
+          var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("progress");
+          if (!fresh) return;
+          if (progress.innerHTML !== fresh.innerHTML) progress.innerHTML = fresh.innerHTML;
+          if (!fresh.hasAttribute("data-live")) window.clearInterval(timer);
+        })
+        .catch(function () {});
+    }, every);
+  }
+
   // The dashboard's menu folds away on a phone; without this file it stays open.
   var toggle = document.querySelector("button[data-menu]");
   var menu = toggle && document.getElementById(toggle.getAttribute("aria-controls"));

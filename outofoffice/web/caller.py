@@ -132,6 +132,8 @@ def install(app: bottle.Bottle) -> None:
             headline=timeline.caller_headline(d, events),
             steps=timeline.caller_steps(d, events),
             settled=timeline.is_settled(d),
+            live=not timeline.is_settled(d) and bottle.request.query.get("live") != "0",
+            path=bottle.request.path,
             sent=bottle.request.query.get("sent") == "1",
             link=instance().url(f"/s/{token}"),
         )
