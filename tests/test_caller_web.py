@@ -261,3 +261,14 @@ def test_the_vendor_page_has_call_and_directions_buttons_and_an_expired_link_nam
     expired = app.get(paths["Accept"], status=410)
     assert expired.html.find("h1").text == "This link expired"
     assert "Alpha Properties" in expired.text and expired.html.find(class_="firm-name")
+
+
+def test_an_error_on_a_firms_page_gives_the_firms_number_not_a_dead_end(app, firm):
+    with db.connection():
+        firm["account"].contact_phone = "+1 312 555 0140"
+        firm["account"].save()
+    page = app.post("/r/alpha", request_form(firm) | {"website": "bot"}, status=400)
+    assert page.html.find(class_="firm-name").text == "Alpha Properties"
+    assert "tel:+13125550140" in {a["href"] for a in page.html.select("main a")}
+    unknown = app.get("/r/nobody", status=404)
+    assert unknown.html.find("a", href="/") is not None  # no firm known: the operator's way out

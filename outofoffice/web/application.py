@@ -28,7 +28,10 @@ ERROR_TEXT = {
     403: ("Not allowed", "You are not allowed to do that."),
     404: ("Not found", "There is no page at this address. Check the link for typos."),
     405: ("Not allowed", "This page does not accept that kind of request."),
-    409: ("Conflict", "That could not be done."),
+    409: (
+        "Not possible now",
+        "That could not be done: the page was out of date. Reload it and look again.",
+    ),
     410: ("Link expired", "This link does not work any more."),
     413: ("Too large", "What you sent is too large. Shorten it and try again."),
     429: ("Too many requests", "Too many requests. Wait a while and try again."),
