@@ -78,7 +78,7 @@ def test_the_vendor_confirms_on_a_page_and_get_changes_nothing(app, firm, mailbo
     with db.connection():
         assert Dispatch.get().status == "sent"
     done = page.forms[0].submit()
-    assert "You accepted this request" in done.text
+    assert "you accepted this request" in done.text
     # the next step is on the same page: one tap once the job is done
     assert [b.text for b in done.html.find_all("button")] == ["Mark resolved"]
     again = app.post(paths["Accept"])

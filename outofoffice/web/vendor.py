@@ -6,7 +6,7 @@ from outofoffice import dispatch, timeline
 from outofoffice.web.context import for_firm, instance, page
 
 DONE = {
-    "accept": "You accepted this request. The caller is expecting your call.",
+    "accept": "Thank you: you accepted this request. The caller is expecting your call.",
     "decline": "Thank you: the request goes to the next person on the list.",
     "resolve": "Thank you: the request is marked resolved.",
 }
