@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from outofoffice import clock, routing
+from outofoffice.dispatch import NEEDS_OFFICE, WAITING
 from outofoffice.models import Account, Dispatch, DispatchEvent, Vendor
 
 # The owner's timeline: every kind the product records, in plain words.
@@ -55,7 +56,6 @@ TONES = {
     "resolved": ("done", "Resolved"),
     "closed": ("closed", "Closed"),
 }
-NEEDS_OWNER = ("unassigned", "failed")
 
 
 def ordinal(n: int) -> str:
@@ -98,7 +98,7 @@ def status(d: Dispatch) -> Status:
     tone, word = TONES.get(d.status, ("closed", d.status))
     vendor = d.vendor if d.vendor_id else None
     account = d.account
-    if d.status in ("sent", "declined", "escalated") and vendor is not None:
+    if d.status in WAITING and vendor is not None:
         parts = [f"Waiting on {vendor.name}", f"{ordinal(d.chain_position + 1)} of {len(d.chain)}"]
         if d.escalate_at:
             last = d.chain_position + 1 >= len(d.chain)
@@ -130,41 +130,35 @@ class Step:
     text: str
 
 
+# The caller's timeline in fixed words; a sent email and the accept are worded below.
+CALLER_WORDS = {
+    "submitted": "We received your request",
+    "declined": "The person asked could not take it",
+    "escalated": "No answer in time",
+    "reassigned": "The office passed it to someone else",
+    "unassigned": "Nobody could take it yet; the office has been told",
+    "unrouted": "The office has been told and will arrange someone",
+    "repeat": "You sent it again; it was joined to this request",
+    "resolved": "Marked resolved",
+    "closed": "The office closed this request",
+}
+
+
 def caller_steps(d: Dispatch, events: list[DispatchEvent]) -> list[Step]:
     """The caller's timeline: what they would want to know, none of the machinery.
     Only the vendor who accepted is named (they will call): a stranger who sends a
     request learns nothing of who else the firm works with."""
-    account = d.account
     steps = []
     asked = set()
     for e in events:
-        vendor = e.vendor if e.vendor_id else None
-        text = None
-        if e.kind == "submitted":
-            text = "We received your request"
-        elif e.kind == "email_sent" and e.vendor_id not in asked:
+        text = CALLER_WORDS.get(e.kind)
+        if e.kind == "email_sent" and e.vendor_id not in asked:
             asked.add(e.vendor_id)
             text = "Sent to the person on call" if len(asked) == 1 else "Sent to the next person"
-        elif e.kind == "declined":
-            text = "The person asked could not take it"
-        elif e.kind == "escalated":
-            text = "No answer in time"
-        elif e.kind == "reassigned":
-            text = "The office passed it to someone else"
         elif e.kind == "accepted":
-            text = f"{vendor_words(vendor)} accepted and will call you"
-        elif e.kind == "unassigned":
-            text = "Nobody could take it yet; the office has been told"
-        elif e.kind == "unrouted":
-            text = "The office has been told and will arrange someone"
-        elif e.kind == "repeat":
-            text = "You sent it again; it was joined to this request"
-        elif e.kind == "resolved":
-            text = "Marked resolved"
-        elif e.kind == "closed":
-            text = "The office closed this request"
+            text = f"{vendor_words(e.vendor if e.vendor_id else None)} accepted and will call you"
         if text:
-            steps.append(Step(when(account, e.at), text))
+            steps.append(Step(when(d.account, e.at), text))
     return steps
 
 
@@ -179,7 +173,7 @@ def caller_headline(d: Dispatch, events: list[DispatchEvent]) -> str:
         return "This request is resolved."
     if d.status == "closed":
         return "The office has closed this request."
-    if d.status in NEEDS_OWNER:
+    if d.status in NEEDS_OFFICE:
         return "We could not reach anyone yet. The office has been told."
     minutes = account.escalate_after_minutes
     return (
@@ -195,7 +189,7 @@ def is_settled(d: Dispatch) -> bool:
 
 def vendor_state(d: Dispatch) -> str:
     """Where the request stands, for the vendor it is with."""
-    if d.status in ("sent", "declined", "escalated"):
+    if d.status in WAITING:
         if d.escalate_at:
             return (
                 "Waiting for your answer. Without one it goes to the next person at "
