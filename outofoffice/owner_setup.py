@@ -332,7 +332,7 @@ SETTINGS_FIELDS = (
 )
 # The colours a firm may give its pages: each keeps white text readable (4.5:1).
 BRAND_COLOURS = ("blue", "green", "red", "purple", "teal", "orange", "slate", "black")
-LOGO_MAX = 200 * 1024
+LOGO_MAX = 48 * 1024  # with the form around it, under the 64 KiB request limit
 LOGO_TYPES = {  # the first bytes of each image format the pages accept
     b"\x89PNG\r\n\x1a\n": "image/png",
     b"\xff\xd8\xff": "image/jpeg",

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from outofoffice import db, dispatch, portability
+from outofoffice import db, dispatch, owner_setup, portability
 from outofoffice.models import Account, Category, Dispatch, Route, Subject, Vendor
 from tests.conftest import DATA, Client, csrf_of, request_form, sign_in
 
@@ -461,6 +461,18 @@ def test_the_firms_logo_is_checked_stored_and_served_from_an_address_that_change
         status=400,
     )
     assert "PNG, JPEG, GIF or WebP" in page.text
+    big = b"\x89PNG\r\n\x1a\n" + b"\x00" * (owner_setup.LOGO_MAX + 1)
+    page = app.post(
+        "/dashboard/settings/logo",
+        {"csrf_token": token},
+        upload_files=[("logo", "big.png", big)],
+        status=400,
+    )
+    assert f"under {owner_setup.LOGO_MAX // 1024} KB" in page.text
+    largest = b"\x89PNG\r\n\x1a\n" + b"\x00" * (owner_setup.LOGO_MAX - 8)
+    app.post(  # the largest allowed fits in a request, form and all
+        "/dashboard/settings/logo", {"csrf_token": token}, upload_files=[("logo", "l.png", largest)]
+    )
     app.post(
         "/dashboard/settings/logo", {"csrf_token": token}, upload_files=[("logo", "a.png", png)]
     )

@@ -327,6 +327,7 @@ def settings_page(form=None, errors=None, status=200, saved=False, hours=None):
         hours=hours,
         timezones=_timezone_groups(),
         colours=owner_setup.BRAND_COLOURS,
+        logo_max_kb=owner_setup.LOGO_MAX // 1024,
         saved=saved or bottle.request.query.get("saved") == "1",
         email_sent=bottle.request.query.getunicode("email_sent", "") or "",
     )

@@ -50,7 +50,10 @@ def _refused(exc: dispatch.ActionError) -> str:
     if exc.account is not None:
         for_firm(exc.account)
     return page(
-        "vendor_refused.html", status=exc.status, title=TITLES[exc.status], message=str(exc)
+        "vendor_refused.html",
+        status=exc.status,
+        title=TITLES.get(exc.status, "This link cannot be used"),
+        message=str(exc),
     )
 
 
