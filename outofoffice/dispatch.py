@@ -447,9 +447,12 @@ def escalate_due(instance: Instance) -> int:
 # --- action links ---------------------------------------------------------------------
 
 
-def action_token(instance: Instance, d: Dispatch, vendor: Vendor, action: str) -> str:
-    """dispatch.vendor.action.expiry.HMAC: bound to one vendor, one action, 7 days."""
-    expires = int(clock.timestamp() + ACTION_LINK_DAYS * 86400)
+def action_token(
+    instance: Instance, d: Dispatch, vendor: Vendor, action: str, expires: int | None = None
+) -> str:
+    """dispatch.vendor.action.expiry.HMAC: bound to one vendor, one action, 7 days (or
+    the expiry of the link it follows from, so no link outlives the email's)."""
+    expires = expires or int(clock.timestamp() + ACTION_LINK_DAYS * 86400)
     payload = f"{d.id}.{vendor.id}.{action}.{expires}"
     return f"{payload}.{instance.keys.sign('action-link', payload)}"
 
@@ -459,6 +462,7 @@ class ActionLink:
     dispatch: Dispatch
     vendor: Vendor
     action: str
+    expires: int = 0
 
     @property
     def current(self) -> bool:
@@ -512,7 +516,7 @@ def read_action(instance: Instance, token: str) -> ActionLink:
             410,
             account,
         )
-    return ActionLink(d, vendor, action)
+    return ActionLink(d, vendor, action, int(expires))
 
 
 def act(instance: Instance, token: str) -> tuple[ActionLink, bool]:

@@ -83,7 +83,7 @@ def vendor_words(vendor: Vendor | None) -> str:
     """ "Dale of North Side Plumbing": how a caller is told who has their request."""
     if vendor is None:
         return "The person on call"
-    return f"{first_name(vendor)} of {vendor.company}" if vendor.company else vendor.name
+    return f"{first_name(vendor)} of {vendor.company}" if vendor.company else first_name(vendor)
 
 
 @dataclass(frozen=True)

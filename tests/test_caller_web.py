@@ -108,7 +108,7 @@ def test_the_status_page_names_who_accepted_but_not_how_to_reach_them(app, firm,
     app.post(vendor_paths(mailbox, "vera@plumb.example")["Accept"])
     page = app.get(status.request.path)
     headline = page.html.find(class_="headline").text
-    assert headline.startswith("Vera Plumb accepted at ") and "will call you" in headline
+    assert headline.startswith("Vera accepted at ") and "will call you" in headline
     assert "vera@plumb.example" not in page.text and "0101" not in page.text
     waiting = app.post("/r/alpha", request_form(firm, phone="+1 555 0199")).follow()
     assert "Vera" not in waiting.text and "Walt" not in waiting.text  # only who accepted
@@ -116,7 +116,7 @@ def test_the_status_page_names_who_accepted_but_not_how_to_reach_them(app, firm,
     assert steps == [
         "We received your request",
         "Sent to the person on call",
-        "Vera Plumb accepted and will call you",
+        "Vera accepted and will call you",
     ]
     app.get("/s/not-a-token", status=404)
 
@@ -272,3 +272,19 @@ def test_an_error_on_a_firms_page_gives_the_firms_number_not_a_dead_end(app, fir
     assert "tel:+13125550140" in {a["href"] for a in page.html.select("main a")}
     unknown = app.get("/r/nobody", status=404)
     assert unknown.html.find("a", href="/") is not None  # no firm known: the operator's way out
+
+
+def test_the_mark_resolved_button_expires_with_the_emails_links(app, firm, mailbox):
+    app.post("/r/alpha", request_form(firm))
+    paths = vendor_paths(mailbox, "vera@plumb.example")
+    clock.advance(timedelta(days=6))
+    accepted = app.post(paths["Accept"])
+    resolve = accepted.html.find("button", string="Mark resolved").find_parent("form")["action"]
+    assert app.get(resolve).status_int == 200
+    clock.advance(timedelta(days=2))  # the email's links are 8 days old now
+    app.get(paths["Accept"], status=410)
+    expired = app.get(resolve, status=410)
+    assert "Tina Tenant" not in expired.text
+    # a decline link, once the request is accepted, offers no button that cannot work
+    clock.reset()
+    assert not app.get(paths["Decline"]).html.find("button", string="Decline")

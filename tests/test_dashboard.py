@@ -194,6 +194,8 @@ def test_history_filters_timeline_csv_reassign_and_close(owner_app, instance, fi
     for words in (first.reference.lower(), "hyperlink", "555-0177", "0177"):
         assert "1 dispatch" in app.get("/dashboard/dispatches", {"q": words}).text, words
     assert "0 dispatches" in app.get("/dashboard/dispatches", {"q": "Nobody Here"}).text
+    found = app.get("/dashboard/dispatches", {"q": "0177", "format": "csv"}).text
+    assert len(list(csv.reader(io.StringIO(found)))) == 2  # the header and what was found
     app.post(
         f"/dashboard/dispatches/{first.id}/reassign",
         {"csrf_token": token, "vendor": firm["lock"].id},
@@ -481,6 +483,8 @@ def test_the_firms_logo_is_checked_stored_and_served_from_an_address_that_change
     served = app.get(src)
     assert served.content_type == "image/png" and served.body == png
     assert "immutable" in served.headers["Cache-Control"]
+    assert "sandbox" in served.headers["Content-Security-Policy"]
+    assert served.headers["X-Content-Type-Options"] == "nosniff"
     app.get(src.replace("/alpha/", "/beta/"), status=404)
     app.post("/dashboard/settings/logo", {"csrf_token": token, "remove": "1"})
     app.get(src, status=404)

@@ -113,6 +113,9 @@ def install(app: bottle.Bottle) -> None:
         bottle.response.content_type = found.content_type
         # the address changes with the image, so it may be kept for good
         bottle.response.set_header("Cache-Control", "public, max-age=31536000, immutable")
+        # an image, whatever bytes an owner uploaded: never a document, never embedded elsewhere
+        bottle.response.set_header("Content-Security-Policy", "default-src 'none'; sandbox")
+        bottle.response.set_header("Cross-Origin-Resource-Policy", "same-origin")
         return bytes(found.data)
 
     @app.get("/s/<token>")

@@ -411,6 +411,9 @@ def dispatches_page():
     owner = require_owner()
     raw, filters = _filters(owner)
     query = portability.history_query(owner, filters)
+    words = (bottle.request.query.getunicode("q", "") or "")[:100]
+    if words.strip():  # the list, its pages and its CSV show what the search found
+        query = query.where(Dispatch.id.in_(dispatch_list.search(instance(), query, words)))
     if bottle.request.query.get("format") == "csv":
         bottle.response.content_type = "text/csv; charset=utf-8"
         bottle.response.set_header(
@@ -418,14 +421,8 @@ def dispatches_page():
         )
         return portability.history_csv(instance(), owner, query)
     number = min(db.parse_id(bottle.request.query.get("page", "1")) or 1, 10**6)
-    words = (bottle.request.query.getunicode("q", "") or "")[:100]
-    if words.strip():
-        found = dispatch_list.search(instance(), query, words)
-        total = len(found)
-        rows = found[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
-    else:
-        total = query.count()
-        rows = list(query.paginate(number, PAGE_SIZE))
+    total = query.count()
+    rows = list(query.paginate(number, PAGE_SIZE))
     kinds = owner_setup.KINDS
     return dashboard_page(
         "dashboard/dispatches.html",

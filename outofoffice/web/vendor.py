@@ -27,7 +27,7 @@ def _view(link: dispatch.ActionLink, token: str, done: str = "") -> str:
     # the step after accepting sits on the same page: one tap when the job is done
     next_token = ""
     if d.status == "accepted" and link.action != "resolve":
-        next_token = dispatch.action_token(instance(), d, link.vendor, "resolve")
+        next_token = dispatch.action_token(instance(), d, link.vendor, "resolve", link.expires)
     return page(
         "vendor_action.html",
         d=d,
@@ -39,8 +39,8 @@ def _view(link: dispatch.ActionLink, token: str, done: str = "") -> str:
         state=timeline.vendor_state(d),
         received=timeline.when(d.account, d.created_at),
         button=dispatch.ACTIONS[link.action],
-        can_act=d.status in (*dispatch.WAITING, "accepted")
-        and not (link.action == "accept" and d.status == "accepted"),
+        can_act=d.status in dispatch.WAITING
+        or (d.status == "accepted" and link.action == "resolve"),
         next_token=next_token,
         done=done,
     )
