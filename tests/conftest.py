@@ -10,9 +10,10 @@ import email
 import email.policy
 import os
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 import webtest
@@ -119,6 +120,18 @@ def _fresh_clock():
     clock.reset()
     yield
     clock.reset()
+
+
+def at_local(account, hour: int, minute: int = 0) -> datetime:
+    """Move the clock forward to the next moment the account's clock shows hour:minute,
+    so a test's days never depend on when it runs."""
+    zone = ZoneInfo(account.timezone)
+    local = clock.now().replace(tzinfo=UTC).astimezone(zone)
+    target = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if target <= local:
+        target = (target + timedelta(days=1)).replace(hour=hour, minute=minute)
+    clock.advance(target.astimezone(UTC) - local.astimezone(UTC))
+    return clock.now()
 
 
 class Clock:

@@ -2,26 +2,14 @@
 links, with the clock moved instead of dates written down."""
 
 import statistics
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from outofoffice import clock, dispatch, figures, owner_setup
 from outofoffice.models import Account, Category
-from tests.conftest import request_form
-
-
-def at_local(account, hour: int, minute: int = 0) -> datetime:
-    """Move the clock forward to the next moment the account's clock shows hour:minute,
-    so a test's days never depend on when it runs."""
-    zone = ZoneInfo(account.timezone)
-    local = clock.now().replace(tzinfo=UTC).astimezone(zone)
-    target = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
-    if target <= local:
-        target = (target + timedelta(days=1)).replace(hour=hour, minute=minute)
-    clock.advance(target.astimezone(UTC) - local.astimezone(UTC))
-    return clock.now()
+from tests.conftest import at_local, request_form
 
 
 def phone(n: int) -> str:

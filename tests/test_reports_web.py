@@ -8,7 +8,7 @@ import pytest
 
 from outofoffice import clock, db, dispatch, owner_setup
 from outofoffice.models import Vendor
-from tests.conftest import request_form, sign_in
+from tests.conftest import at_local, request_form, sign_in
 
 
 def submit(instance, firm, n: int):
@@ -24,7 +24,9 @@ def accept(instance, d, vendor):
 
 @pytest.fixture
 def busy(instance, firm):
-    """Alpha: three requests today, Vera accepted two of them, 10 and 20 minutes in."""
+    """Alpha: three requests today, Vera accepted two of them, 10 and 20 minutes in;
+    at midday, so that whatever the hour the tests run, all three fall on one day."""
+    at_local(firm["account"], 12)
     for n, wait in enumerate((10, 20)):
         d = submit(instance, firm, n)
         clock.advance(timedelta(minutes=wait))
