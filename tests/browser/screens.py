@@ -27,6 +27,7 @@ import email.policy
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -344,3 +345,39 @@ def fill_request(page, phone: str, description: str, category: str = "Plumbing")
     page.fill("#f-name", "Tina Tenant")
     page.fill("#f-phone", phone)
     page.fill("#f-description", description)
+
+
+@contextmanager
+def running_demo(folder: Path):
+    """A journey module's server, stopped however the module ends."""
+    demo = demo_server(folder)
+    try:
+        yield demo
+    finally:
+        demo.server.stop()
+
+
+@contextmanager
+def journey_screens(browser, journey: str, screenshot_dir: Path, phones: list[str], axe):
+    screens = Screens(browser, journey, screenshot_dir, phones, axe)
+    try:
+        yield screens
+    finally:
+        screens.close()
+
+
+def journey_fixtures(journey: str, phones: list[str]):
+    """The demo server a journey module shares, and the screens each of its tests gets
+    (checking ``phones`` for tel: links)."""
+
+    @pytest.fixture(scope="module")
+    def demo(tmp_path_factory):
+        with running_demo(tmp_path_factory.mktemp(journey)) as demo:
+            yield demo
+
+    @pytest.fixture
+    def screens(browser, axe, screenshot_dir):
+        with journey_screens(browser, journey, screenshot_dir, phones, axe) as screens:
+            yield screens
+
+    return demo, screens

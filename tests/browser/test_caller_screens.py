@@ -10,9 +10,8 @@ import pytest
 from tests.browser.screens import (
     FIRM_PHONE,
     VENDOR_PHONES,
-    Screens,
-    demo_server,
     fill_request,
+    journey_fixtures,
     submit_request,
 )
 
@@ -24,19 +23,9 @@ REPEAT_PHONE = "+1 312 555 0177"
 ERROR_PHONE = "+1 872 555 0133"
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    demo = demo_server(tmp_path_factory.mktemp("caller"))
-    yield demo
-    demo.server.stop()
-
-
-@pytest.fixture
-def screens(browser, axe, screenshot_dir):
-    phones = [FIRM_PHONE, *VENDOR_PHONES, STATUS_PHONE, REPEAT_PHONE, ERROR_PHONE]
-    screens = Screens(browser, "caller", screenshot_dir, phones, axe)
-    yield screens
-    screens.close()
+demo, screens = journey_fixtures(
+    "caller", [FIRM_PHONE, *VENDOR_PHONES, STATUS_PHONE, REPEAT_PHONE, ERROR_PHONE]
+)
 
 
 def test_routing_page(demo, screens):

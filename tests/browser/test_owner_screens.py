@@ -11,9 +11,9 @@ import pytest
 from tests.browser.screens import (
     FIRM_PHONE,
     VENDOR_PHONES,
-    Screens,
     demo_server,
     fail_on,
+    journey_fixtures,
     submit_request,
 )
 
@@ -45,13 +45,7 @@ def demo(tmp_path_factory, browser):
     demo.server.stop()
 
 
-@pytest.fixture
-def screens(browser, axe, screenshot_dir):
-    screens = Screens(
-        browser, "owner", screenshot_dir, [FIRM_PHONE, *VENDOR_PHONES, CALLER_PHONE], axe
-    )
-    yield screens
-    screens.close()
+screens = journey_fixtures("owner", [FIRM_PHONE, *VENDOR_PHONES, CALLER_PHONE])[1]
 
 
 @pytest.fixture

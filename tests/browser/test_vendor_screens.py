@@ -13,9 +13,8 @@ import pytest
 from tests.browser.screens import (
     FIRM_PHONE,
     VENDOR_PHONES,
-    Screens,
-    demo_server,
     fail_on,
+    journey_fixtures,
     read_mail,
     submit_request,
     text_of,
@@ -33,19 +32,7 @@ CALLER_PHONES = {
 LINK_LINE = re.compile(r"^\s*([A-Za-z]+)\s*:?\s*(https?://\S+/v/\S+)\s*$", re.MULTILINE)
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    demo = demo_server(tmp_path_factory.mktemp("vendor"))
-    yield demo
-    demo.server.stop()
-
-
-@pytest.fixture
-def screens(browser, axe, screenshot_dir):
-    phones = [FIRM_PHONE, *VENDOR_PHONES, *CALLER_PHONES.values()]
-    screens = Screens(browser, "vendor", screenshot_dir, phones, axe)
-    yield screens
-    screens.close()
+demo, screens = journey_fixtures("vendor", [FIRM_PHONE, *VENDOR_PHONES, *CALLER_PHONES.values()])
 
 
 def vendor_emails(demo, reference: str, count: int = 1) -> list:
