@@ -210,6 +210,49 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
                 '("outofoffice accounts create").',
                 choices=("open", "invite", "closed"),
             ),
+            Key(
+                "connection_limit",
+                int,
+                1000,
+                "Open connections the server holds in all; beyond it new ones wait in the "
+                "kernel's queue until one closes.",
+                minimum=10,
+                maximum=100_000,
+            ),
+            Key(
+                "connections_per_address",
+                int,
+                20,
+                "Open connections one client address may hold; more are closed at once, so "
+                "one client cannot take every connection. The trusted_proxy's address is not "
+                "limited: set the proxy's own per-client limits (docs/reverse-proxy.md).",
+                minimum=1,
+                maximum=100_000,
+            ),
+            Key(
+                "channel_timeout",
+                int,
+                30,
+                "Seconds a connection may stay idle (nothing received, nothing to send) "
+                "before it is closed.",
+                minimum=1,
+                maximum=3600,
+            ),
+            Key(
+                "cleanup_interval",
+                int,
+                5,
+                "How often, in seconds, idle connections are looked for and closed.",
+                minimum=1,
+                maximum=3600,
+            ),
+            Key(
+                "asyncore_use_poll",
+                bool,
+                True,
+                "Watch connections with poll() rather than select(), which cannot watch more "
+                "than 1,024 at once.",
+            ),
         ),
     ),
     "operator": (
@@ -257,6 +300,15 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
                 minimum=1,
                 maximum=200,
             ),
+            Key(
+                "write_wait_seconds",
+                int,
+                5,
+                "How long a request waits for the database's write lock (SQLite) before it "
+                "answers 503 with the firm's phone number and keeps what the caller typed.",
+                minimum=1,
+                maximum=60,
+            ),
         ),
     ),
     "scheduler": (
@@ -270,6 +322,36 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
                 "dies lets go of its claims after this (PostgreSQL).",
                 minimum=10,
                 maximum=3600,
+            ),
+        ),
+    ),
+    "health": (
+        "When /healthz and `outofoffice check` report a fault (503 with the reason).",
+        (
+            Key(
+                "mail_failing_seconds",
+                int,
+                60,
+                "Mail has failed, with no message getting through, for longer than this.",
+                minimum=1,
+                maximum=86_400,
+            ),
+            Key(
+                "oldest_due_seconds",
+                int,
+                120,
+                "The oldest message due to be sent has waited longer than this.",
+                minimum=1,
+                maximum=86_400,
+            ),
+            Key(
+                "min_free_mb",
+                int,
+                256,
+                "Free space on the data folder's disk, in MiB, is under this "
+                "(`check` warns below twice this).",
+                minimum=0,
+                maximum=10_000_000,
             ),
         ),
     ),
@@ -445,6 +527,7 @@ class Config:
     operator: Any
     storage: Any
     scheduler: Any
+    health: Any
     security: Any
     mail: Any
     retention: Any
