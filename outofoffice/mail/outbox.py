@@ -12,14 +12,16 @@ import random
 import secrets
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.utils import parseaddr
+
+from peewee import fn
 
 from outofoffice import clock, db, heartbeat
 from outofoffice.keys import Keys
 from outofoffice.mail.base import Mailer, MailError
 from outofoffice.mail.message import Message, header_safe, is_address
-from outofoffice.models import Account, OutboxEmail
+from outofoffice.models import Account, OutboxEmail, Setting
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,30 @@ def _deliverable():
 
 def backlog() -> int:
     return OutboxEmail.select().where(OutboxEmail.status == "queued", _deliverable()).count()
+
+
+# The installation's mail state, shared by every process: when the mailer began failing
+# with nothing getting through since (a UTC ISO time), absent while mail goes through.
+FAILING_SINCE = "mail-failing-since"
+
+
+def failing_since() -> datetime | None:
+    """Since when no message got through (the circuit breaker opened), or None."""
+    row = Setting.get_or_none(Setting.name == FAILING_SINCE)
+    return datetime.fromisoformat(row.value) if row else None
+
+
+def oldest_due() -> datetime | None:
+    """When the longest-waiting message that is due now became due, or None."""
+    return (
+        OutboxEmail.select(fn.MIN(OutboxEmail.next_attempt_at))
+        .where(
+            OutboxEmail.status == "queued",
+            OutboxEmail.next_attempt_at <= clock.now(),
+            _deliverable(),
+        )
+        .scalar()
+    )
 
 
 class Hooks:
