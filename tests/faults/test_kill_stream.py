@@ -1,0 +1,32 @@
+"""kill -9 of the serve process in the middle of a stream of callers, three times: no
+request a caller was told is accepted goes missing, none stays unsent, and a vendor
+email repeated by a crash between its send and its record is the same message."""
+
+from tests.faults.stream import MACHINE, Database, Relay, Stream, kill, restart, settle
+from tests.integration.test_scale_out import Installation
+
+ATTEMPTS = 240
+KILLS_AT = (60, 120, 180)  # attempts answered before each kill
+
+
+def test_kill_9_mid_stream_three_times_loses_no_request(tmp_path, servers, database_kind):
+    # a relay that takes a moment per message, so a kill often lands between a send
+    # and its record
+    with Relay(delay=0.02) as relay:
+        inst = Installation(tmp_path, relay, servers)
+        inst.set_up()
+        server = inst.serve(MACHINE)
+        stream = Stream(server.url, ATTEMPTS, interval=0.03).start()
+        for at in KILLS_AT:
+            stream.wait_for(at)
+            kill(server)
+            server = restart(servers, server)
+        stream.join()
+        counts = settle(stream, server, Database(inst.config(MACHINE)), relay)
+    counts.extra["distinct_message_ids_per_reference"] = counts.message_ids_per_reference()
+    print(f"kill -9 x{len(KILLS_AT)} on {database_kind}: {counts}")
+    assert counts.outcomes["other"] == 0, stream.of_kind("other")[:3]
+    assert counts.accepted, "no caller was accepted"
+    assert counts.accepted <= counts.stored, counts.accepted - counts.stored
+    assert set(counts.delivered) == counts.stored, counts.lost()
+    assert counts.message_ids_per_reference() == 1
