@@ -83,6 +83,32 @@ def event(d: Dispatch, kind: str, vendor: Vendor | int | None = None, detail: st
     )
 
 
+TRIES = re.compile(r"(?s)(.*) \((\d+) tries\)")
+
+
+def repeated_event(d: Dispatch, kind: str, vendor_id: int | None, detail: str) -> None:
+    """An event that may repeat (the same email failing the same way, try after try) is
+    one line with a count, not one line per try; other emails of the dispatch failing
+    meanwhile do not break the run, anything else happening does."""
+    recent = (
+        DispatchEvent.select()
+        .where(DispatchEvent.dispatch == d.id)
+        .order_by(DispatchEvent.id.desc())
+        .limit(20)
+    )
+    for last in recent:
+        if last.kind != kind:
+            break
+        counted = TRIES.fullmatch(last.detail)
+        same, tries = (counted.group(1), int(counted.group(2))) if counted else (last.detail, 1)
+        if same == detail and last.vendor_id == vendor_id:
+            DispatchEvent.update(detail=f"{detail} ({tries + 1} tries)").where(
+                DispatchEvent.id == last.id
+            ).execute()
+            return
+    event(d, kind, vendor_id, detail)
+
+
 # --- the caller's request -------------------------------------------------------------
 
 
@@ -319,6 +345,7 @@ def queue_vendor_email(instance: Instance, d: Dispatch, vendor: Vendor) -> None:
         vendor=vendor,
         reply_to=account.email,
         headers={"X-Priority": "1"} if urgent else None,
+        emergency=bool(urgent),
     )
     event(d, "email_queued", vendor)
 
@@ -392,7 +419,7 @@ class DispatchHooks(outbox.Hooks):
                 notify.dead_letter(self.instance, row)
             return
         d = db.locked(Dispatch, row.dispatch_id)
-        event(d, "email_failed", row.vendor_id, f"to {row.recipient}: {reason}")
+        repeated_event(d, "email_failed", row.vendor_id, f"to {row.recipient}: {reason}")
         if not dead:
             return
         if row.kind == "vendor" and d.status in WAITING and d.vendor_id == row.vendor_id:
@@ -412,6 +439,7 @@ def deliver_outbox(instance: Instance, mailer=None) -> dict[str, int]:
         instance.sender,
         DispatchHooks(instance),
         lease=timedelta(seconds=instance.config.scheduler.lease_seconds),
+        state=instance.delivery,
     )
 
 

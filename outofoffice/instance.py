@@ -13,6 +13,7 @@ from functools import cached_property
 from outofoffice import db, heartbeat, keys, migrations, traffic
 from outofoffice.config import Config
 from outofoffice.mail import Mailer, mailer_for
+from outofoffice.mail.outbox import Delivery
 from outofoffice.models import Dispatch, Setting
 
 
@@ -131,6 +132,12 @@ class Instance:
     @cached_property
     def mailer(self) -> Mailer:
         return mailer_for(self.config)
+
+    @cached_property
+    def delivery(self) -> Delivery:
+        """What delivery passes remember (the mailer's circuit breaker among it): it
+        lives as long as the mailer."""
+        return Delivery()
 
     @property
     def sender(self) -> str:

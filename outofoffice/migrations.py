@@ -67,11 +67,18 @@ def _v4_firm_branding(database: peewee.Database) -> None:
     database.create_tables([models.Logo])
 
 
+def _v5_outbox_priority(database: peewee.Database) -> None:
+    """Emergencies first when a backlog is sent."""
+    _add_missing_columns(database, "outbox", {"priority": models.OutboxEmail.priority})
+    database.execute_sql("UPDATE outbox SET priority = 1 WHERE kind = 'vendor'")
+
+
 STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("initial schema", _v1_initial),
     ("when each background job last ran", _v2_job_runs),
     ("claims and heartbeats for many processes", _v3_many_processes),
     ("the firm's colour and logo", _v4_firm_branding),
+    ("emergencies first in the outbox", _v5_outbox_priority),
 ]
 LATEST = len(STEPS)
 

@@ -147,6 +147,9 @@ class OutboxEmail(BaseModel):
     # PostgreSQL: which process is delivering it, until when (schema step 3)
     claimed_by = peewee.CharField(max_length=64, null=True)
     claimed_until = peewee.DateTimeField(null=True)
+    # what goes first when the relay answers again (schema step 5): the vendor of an
+    # emergency, other vendors, then owners' notices, sign-in emails and digests
+    priority = peewee.SmallIntegerField(default=2)
 
     class Meta:
         table_name = "outbox"

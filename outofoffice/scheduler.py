@@ -156,7 +156,11 @@ class Scheduler:
                 counts = dispatch.deliver_outbox(self.instance, session)
                 if any(counts.values()):
                     log.info("outbox: %s", ", ".join(f"{k} {v}" for k, v in counts.items() if v))
-                if not self._outbox_wanted.is_set() and sum(counts.values()) < outbox.BATCH:
+                tried = counts["sent"] + counts["retry"] + counts["dead"]
+                if (
+                    not (self._outbox_wanted.is_set() or counts["released"])
+                    and tried < outbox.BATCH
+                ):
                     return
 
     def escalate(self) -> None:

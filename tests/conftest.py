@@ -181,12 +181,12 @@ def dump_database() -> str:
 
 def deliver(instance: Instance) -> dict[str, int]:
     """Deliver what is due, pass after pass, as the scheduler's job does."""
-    total = dict.fromkeys(("sent", "retry", "dead"), 0)
+    total = dict.fromkeys(("sent", "retry", "dead", "released"), 0)
     with db.connection():
         while True:
             counts = dispatch.deliver_outbox(instance)
             total = {k: total[k] + counts[k] for k in total}
-            if sum(counts.values()) < outbox.BATCH:
+            if not counts["released"] and sum(counts.values()) < outbox.BATCH:
                 return total
 
 

@@ -29,6 +29,8 @@ class _Handler:
         if self.sink.refuse:
             return self.sink.refuse
         message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        if self.sink.on_message:  # runs before the client hears 250: a fault between the two
+            self.sink.on_message(message)
         with self.sink.lock:
             self.sink.messages.append(message)
             self.sink.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
@@ -42,6 +44,7 @@ class SMTPSink:
         self.lock = threading.Lock()
         self.refuse = ""  # e.g. "451 try later" or "550 no such user"
         self.delay = 0.0
+        self.on_message = None  # called with each message just before it is accepted
         self.port = port or free_port()
         kwargs = {}
         if username:

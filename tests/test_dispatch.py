@@ -232,6 +232,29 @@ def test_owner_notification_preferences(instance, firm, mailbox):
         assert len(owner_mail) == expected, notify_pref
 
 
+def test_an_email_failing_the_same_way_try_after_try_is_one_line_with_a_count(
+    instance, firm, mailbox
+):
+    sub = dispatch.submit(instance, firm["account"], request_form(firm))
+    with SMTPSink() as sink:
+        sink.refuse = "451 Greylisted, try again later"
+        refusing = through_smtp(instance, sink)
+        for _ in range(4):
+            deliver(refusing)
+            clock.advance(timedelta(minutes=6))  # past any backoff and the breaker's probe
+        sink.refuse = ""
+        deliver(refusing)
+    failed = [
+        e.detail
+        for e in DispatchEvent.select().where(
+            DispatchEvent.dispatch == sub.dispatch, DispatchEvent.kind == "email_failed"
+        )
+    ]
+    vera = [d for d in failed if "vera@plumb.example" in d]
+    assert vera == ["to vera@plumb.example: SMTP 451 Greylisted, try again later (4 tries)"]
+    assert kinds(sub.dispatch).count("email_sent") == 1
+
+
 def test_a_vendor_email_that_cannot_be_delivered_moves_on(instance, firm, mailbox):
     sub = dispatch.submit(instance, firm["account"], request_form(firm))
     with SMTPSink() as sink:

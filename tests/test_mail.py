@@ -3,6 +3,7 @@
 import email
 import email.policy
 import json
+import sqlite3
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,14 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from outofoffice import clock, db
-from outofoffice.mail import Message, outbox
+from outofoffice.mail import Message, breaker, outbox
 from outofoffice.mail.filedrop import FileMailer
 from outofoffice.models import OutboxEmail
 from tests.conftest import deliver
 from tests.smtp_sink import SMTPSink, free_port
 
 
-def queue(instance, to="vera@vendor.example", subject="Hello", text="Body text", **kw):
+def queue(instance, to="vera@vendor.example", subject="Hello", text="Body text", kind="test", **kw):
     with db.connection(), db.write():
         row = outbox.enqueue(
             instance.keys,
@@ -26,16 +27,16 @@ def queue(instance, to="vera@vendor.example", subject="Hello", text="Body text",
             subject=subject,
             text=text,
             html=f"<p>{text}</p>",
-            kind="test",
+            kind=kind,
             **kw,
         )
     return row.id
 
 
-def smtp_instance(make_instance, port, **smtp):
+def smtp_instance(make_instance, port, sections=None, **smtp):
     """An instance whose mail goes to the SMTP server on ``port`` over loopback."""
     settings = {"host": "127.0.0.1", "port": port, "security": "none", **smtp}
-    return make_instance(mail={"backend": "smtp"}, mail__smtp=settings)
+    return make_instance(mail={"backend": "smtp"}, mail__smtp=settings, **(sections or {}))
 
 
 def row(row_id):
@@ -143,7 +144,7 @@ def test_a_temporary_smtp_failure_is_retried_with_backoff(make_instance):
         assert failed.status == "queued" and failed.attempts == 1 and "451" in failed.last_error
         delay = (failed.next_attempt_at - clock.now()).total_seconds()
         assert 3 <= delay <= 7
-        assert deliver(instance) == {"sent": 0, "retry": 0, "dead": 0}  # not due yet
+        assert deliver(instance) == {"sent": 0, "retry": 0, "dead": 0, "released": 0}  # not due yet
         sink.refuse = ""
         clock.advance(timedelta(seconds=8))
         assert deliver(instance)["sent"] == 1
@@ -297,3 +298,97 @@ def test_on_sqlite_a_row_still_marked_claimed_is_sent_once(instance, mailbox):
     assert [m["Subject"] for m in mailbox.deliver()] == ["Copied over"]
     assert mailbox.deliver() == []
     assert row(row_id).status == "sent"
+
+
+# --- faults: an outcome that cannot be written, a relay that is down -------------------
+
+
+def hold_write_lock(instance):
+    """Another process's writer: SQLite's write lock, taken and held until released."""
+    path = instance.config.database_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, check_same_thread=False)
+    holder.isolation_level = None
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+@pytest.mark.sqlite_only
+def test_a_sent_email_whose_outcome_cannot_be_written_waits_for_its_lease(make_instance, caplog):
+    """The write lock is taken between the relay's 250 and the outcome's record: that
+    email is not sent again in a loop, the others go out at the next pass, and after
+    the lease it goes once more with the same Message-ID, logged as a possible repeat."""
+    with SMTPSink() as sink:
+        instance = smtp_instance(make_instance, sink.port, {"storage": {"write_wait_seconds": 1}})
+        first = queue(instance, subject="Pipe burst")
+        others = [queue(instance, subject=f"Leak {n}") for n in range(3)]
+        holders = []
+
+        def take_lock_once(message):
+            if not holders:
+                holders.append(hold_write_lock(instance))
+
+        sink.on_message = take_lock_once
+        assert deliver(instance) == {"sent": 0, "retry": 0, "dead": 0, "released": 0}
+        holders[0].rollback()
+        assert "was sent but that could not be recorded" in caplog.text
+        assert deliver(instance)["sent"] == 3
+        assert deliver(instance)["sent"] == 0  # still claimed: not sent in a loop
+        assert [m["Subject"] for m in sink.messages] == ["Pipe burst", "Leak 0", "Leak 1", "Leak 2"]
+        assert {row(r).status for r in others} == {"sent"}
+        clock.advance(timedelta(seconds=instance.config.scheduler.lease_seconds + 1))
+        caplog.clear()
+        assert deliver(instance)["sent"] == 1
+        assert "its recipient may get it twice" in caplog.text
+        again = sink.messages[-1]
+        assert again["Subject"] == "Pipe burst"
+        assert again["Message-ID"] == sink.messages[0]["Message-ID"] == row(first).message_id
+        assert row(first).status == "sent"
+
+
+def test_when_the_relay_is_down_it_is_probed_and_the_backlog_goes_at_once_when_it_answers(
+    make_instance,
+):
+    with SMTPSink() as sink:
+        instance = smtp_instance(make_instance, sink.port)
+        sink.refuse = "451 Try again later"
+        rows = [queue(instance, subject=f"Leak {n}") for n in range(8)]
+        assert deliver(instance)["retry"] == breaker.OPEN_AFTER  # then it stops trying
+        with db.connection():
+            since = outbox.failing_since()
+        assert since is not None
+        assert sum(row(r).attempts for r in rows) == breaker.OPEN_AFTER
+        assert deliver(instance)["retry"] == 0  # open: no probe before its time
+        clock.advance(breaker.PROBE_EVERY)
+        assert deliver(instance)["retry"] == 1  # one probe
+        assert sum(row(r).attempts for r in rows) == breaker.OPEN_AFTER + 1
+        sink.refuse = ""
+        clock.advance(breaker.PROBE_EVERY)
+        counts = deliver(instance)
+        assert counts["sent"] == 8 and counts["released"] >= 1  # none waits out a backoff
+        assert {row(r).status for r in rows} == {"sent"}
+        with db.connection():
+            assert outbox.failing_since() is None
+
+
+def test_a_refusal_for_one_recipient_does_not_stop_the_others(make_instance):
+    """550 for one address means the relay answers: the breaker stays closed."""
+    with SMTPSink() as sink:
+        instance = smtp_instance(make_instance, sink.port)
+        sink.refuse = "550 No such user"
+        for n in range(5):
+            queue(instance, subject=f"Leak {n}")
+        assert deliver(instance)["dead"] == 5
+        with db.connection():
+            assert outbox.failing_since() is None
+
+
+def test_the_vendor_of_an_emergency_is_sent_first_then_other_vendors_then_the_rest(
+    make_instance,
+):
+    with SMTPSink() as sink:
+        instance = smtp_instance(make_instance, sink.port)
+        queue(instance, subject="Owner notice")
+        queue(instance, subject="Dripping tap", kind="vendor")
+        queue(instance, subject="Gas smell", kind="vendor", emergency=True)
+        deliver(instance)
+    assert [m["Subject"] for m in sink.messages] == ["Gas smell", "Dripping tap", "Owner notice"]

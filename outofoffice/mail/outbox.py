@@ -12,14 +12,17 @@ import random
 import secrets
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 
+import peewee
 from peewee import fn
 
 from outofoffice import clock, db, heartbeat
 from outofoffice.keys import Keys
 from outofoffice.mail.base import Mailer, MailError
+from outofoffice.mail.breaker import Breaker
 from outofoffice.mail.message import Message, header_safe, is_address
 from outofoffice.models import Account, OutboxEmail, Setting
 
@@ -79,8 +82,10 @@ def enqueue(
     reply_to: str = "",
     headers: dict[str, str] | None = None,
     lifetime: timedelta = LIFETIME,
+    emergency: bool = False,
 ) -> OutboxEmail:
-    """Queue one email inside the caller's transaction; bodies are stored encrypted."""
+    """Queue one email inside the caller's transaction; bodies are stored encrypted.
+    ``emergency``: a vendor's email about an emergency goes first."""
     if not is_address(to):
         raise ValueError(f"not a single email address: {to!r}")
     now = clock.now()
@@ -98,6 +103,7 @@ def enqueue(
         next_attempt_at=now,
         created_at=now,
         expires_at=now + lifetime,
+        priority=0 if emergency else 1 if kind == "vendor" else 2,
     )
     row = OutboxEmail(**values)
     row.id = db.insert(OutboxEmail, **values)
@@ -117,15 +123,18 @@ MARK_SENT = (
 DB_NOW = "(now() AT TIME ZONE 'UTC')"
 LEASE_ENDS = f"{DB_NOW} + %s * interval '1 second'"
 # Take due rows no other process holds (SKIP LOCKED: two processes never wait for, or
-# take, the same row).
+# take, the same row). "was_claimed_by" is the claim before this one: a row that still
+# carries one was claimed and its outcome never recorded.
 CLAIM_SQL = (
-    f'UPDATE "outbox" SET "claimed_by" = %s, "claimed_until" = {LEASE_ENDS} WHERE "id" IN ('  # noqa: S608
-    ' SELECT o."id" FROM "outbox" o LEFT JOIN "account" a ON a."id" = o."account_id"'
+    'WITH "due" AS (SELECT o."id", o."claimed_by" AS "was_claimed_by" FROM "outbox" o'  # noqa: S608
+    ' LEFT JOIN "account" a ON a."id" = o."account_id"'
     ' WHERE o."status" = \'queued\' AND o."next_attempt_at" <= %s'
     f' AND (o."claimed_until" IS NULL OR o."claimed_until" <= {DB_NOW})'
     ' AND (o."account_id" IS NULL OR a."status" = \'active\')'
-    ' ORDER BY (o."kind" <> \'vendor\'), o."next_attempt_at", o."id" LIMIT %s'
-    " FOR UPDATE OF o SKIP LOCKED) RETURNING *"
+    ' ORDER BY o."priority", o."next_attempt_at", o."id" LIMIT %s'
+    " FOR UPDATE OF o SKIP LOCKED)"
+    f' UPDATE "outbox" SET "claimed_by" = %s, "claimed_until" = {LEASE_ENDS}'
+    ' FROM "due" WHERE "outbox"."id" = "due"."id" RETURNING "outbox".*, "due"."was_claimed_by"'
 )
 # Just before each send: the claim is still ours, for a whole lease from now. A pass of
 # ten slow sends never outlasts its claim, and a row another process took is not sent.
@@ -203,31 +212,60 @@ class Hooks:
         return None
 
 
+@dataclass
+class Delivery:
+    """What one process keeps between its delivery passes: the mailer's circuit
+    breaker, and claims on rows it never tried that the database would not let go of
+    (a pass stopped by a refused write); they are released at the next pass rather
+    than waiting out their lease."""
+
+    breaker: Breaker = field(default_factory=Breaker)
+    unclaimed: list[tuple[str, list[int]]] = field(default_factory=list)
+
+
 def new_claim() -> str:
     """Who holds a claim: this process (as its heartbeat names it), and this pass."""
     host, pid = heartbeat.identity()
     return f"{host[:40]}:{pid}:{secrets.token_hex(4)}"
 
 
-def _due(limit: int, lease: timedelta) -> tuple[list[OutboxEmail], str | None]:
-    """The rows to send now. On SQLite one process delivers (the scheduler's lock
-    file), so it only looks; on PostgreSQL it claims them for the lease."""
+def _due_query(now: datetime, limit: int):
+    """Due rows nobody holds, the vendor of an emergency first, then other vendors;
+    owners' notices and digests can wait."""
+    return (
+        OutboxEmail.select()
+        .where(
+            OutboxEmail.status == "queued",
+            OutboxEmail.next_attempt_at <= now,
+            OutboxEmail.claimed_until.is_null() | (OutboxEmail.claimed_until <= now),
+            _deliverable(),
+        )
+        .order_by(OutboxEmail.priority, OutboxEmail.next_attempt_at, OutboxEmail.id)
+        .limit(limit)
+    )
+
+
+def _due(limit: int, lease: timedelta) -> tuple[list[OutboxEmail], str]:
+    """Claim the rows to send now for the lease, committed before anything is sent: a
+    send whose outcome cannot be written (a full disk, a held lock) leaves its row
+    claimed, so it is not sent again before the lease ends. On SQLite one process
+    delivers (the scheduler's lock file) and the lease runs on its clock; on PostgreSQL
+    on the database's."""
+    claim = new_claim()
     now = clock.now()
     if db.is_sqlite():
-        query = (
-            OutboxEmail.select()
-            .where(
-                OutboxEmail.status == "queued", OutboxEmail.next_attempt_at <= now, _deliverable()
-            )
-            # the vendor who must act goes first; owners' notices and digests can wait
-            .order_by((OutboxEmail.kind != "vendor"), OutboxEmail.next_attempt_at, OutboxEmail.id)
-            .limit(limit)
-        )
-        return list(query), None
-    claim = new_claim()
+        if not _due_query(now, 1).exists():  # the usual poll: no write lock for nothing
+            return [], claim
+        with db.write():
+            rows = list(_due_query(now, limit))
+            for row in rows:
+                row.was_claimed_by = row.claimed_by
+            held = OutboxEmail.id.in_([r.id for r in rows])
+            OutboxEmail.update(claimed_by=claim, claimed_until=now + lease).where(held).execute()
+        return rows, claim
     with db.write():
-        rows = list(OutboxEmail.raw(CLAIM_SQL, claim, lease.total_seconds(), now, limit))
-    rows.sort(key=lambda r: (r.kind != "vendor", r.next_attempt_at, r.id))
+        rows = list(OutboxEmail.raw(CLAIM_SQL, now, limit, claim, lease.total_seconds()))
+    rows.sort(key=lambda r: (r.priority, r.next_attempt_at, r.id))
     return rows, claim
 
 
@@ -238,33 +276,150 @@ def deliver_due(
     hooks: Hooks | None = None,
     limit: int = BATCH,
     lease: timedelta = timedelta(seconds=120),
+    state: Delivery | None = None,
 ) -> dict[str, int]:
-    """Send what is due; returns counts of sent, retried and dead-lettered rows."""
+    """Send what is due; counts of sent, retried and dead-lettered rows, and of rows
+    made due at once because the relay answers again ("released").
+
+    The database may refuse a write (a full disk, a lock held too long): then the pass
+    stops, since every further send would be one more whose outcome is lost, and its
+    rows stay claimed until the lease ends. The next pass takes the others."""
     hooks = hooks or Hooks()
-    counts = {"sent": 0, "retry": 0, "dead": 0}
-    due, claim = _due(limit, lease)
+    state = state or Delivery()
+    breaker = state.breaker
+    counts = {"sent": 0, "retry": 0, "dead": 0, "released": 0}
+    state.unclaimed = [(claim, ids) for claim, ids in state.unclaimed if not _release(ids, claim)]
+    try:
+        due, claim = _due(breaker.allowance(limit), lease)
+    except Exception as exc:  # the database refuses: nothing claimed, nothing sent
+        log.error("outbox: cannot claim due email, nothing sent this pass: %s", cause(exc))
+        return counts
     with mailer.session() as session:
-        for row in due:
-            if outcome := send_claimed(row, claim, lease, session, keys, sender, hooks):
+        while due and not (breaker.is_open and counts["retry"]):  # opened: one probe
+            row = due.pop(0)
+            try:
+                outcome = send_claimed(row, claim, lease, session, keys, sender, hooks, breaker)
+            except Unrecorded:
+                break
+            if outcome:
                 counts[outcome] += 1
+    if due and not _release([r.id for r in due], claim):
+        state.unclaimed.append((claim, [r.id for r in due]))
+    _tell(breaker)
+    if breaker.recovered:
+        breaker.recovered = False
+        counts["released"] = _release_backlog()
     return counts
+
+
+def _tell(breaker: Breaker) -> None:
+    """Tell every process (and /healthz) whether mail goes through: since when it has
+    failed, kept from the first process that saw it; or that it goes through again."""
+    news = breaker.news()
+    if news is None:
+        return
+    try:
+        with db.write():
+            Setting.delete().where(Setting.name == FAILING_SINCE).execute()
+            if news == "failing":
+                since = breaker.failing_since or clock.now()
+                Setting.create(name=FAILING_SINCE, value=since.isoformat())
+    except Exception as exc:  # told at the next pass instead; delivery goes on
+        log.warning("outbox: could not record whether mail goes through: %s", cause(exc))
+        return
+    breaker.told = news
+    if news == "failing":
+        log.warning(
+            "outbox: %d emails in a row failed, the mail relay seems down: trying one "
+            "email every %d s until it answers",
+            breaker.failures,
+            breaker.probe_every.total_seconds(),
+        )
+    elif breaker.recovered:
+        log.info("outbox: the mail relay answers again; sending the backlog now")
+
+
+def _release(ids: list[int], claim: str) -> bool:
+    """Let go of claimed rows this pass did not try, so they need not wait a lease;
+    False when the database refused (the next pass tries again)."""
+    try:
+        with db.write():
+            OutboxEmail.update(claimed_by=None, claimed_until=None).where(
+                OutboxEmail.id.in_(ids), OutboxEmail.claimed_by == claim
+            ).execute()
+    except Exception as exc:
+        log.warning("outbox: could not release %d untried emails: %s", len(ids), cause(exc))
+        return False
+    return True
+
+
+def _release_backlog() -> int:
+    """The relay answers again: every email waiting out a backoff is due now, rather
+    than each after its own (up to five minutes)."""
+    now = clock.now()
+    try:
+        with db.write():
+            return (
+                OutboxEmail.update(next_attempt_at=now)
+                .where(
+                    OutboxEmail.status == "queued",
+                    OutboxEmail.attempts > 0,
+                    OutboxEmail.next_attempt_at > now,
+                )
+                .execute()
+            )
+    except Exception as exc:  # they go at their own times
+        log.warning("outbox: could not make the backlog due at once: %s", cause(exc))
+        return 0
+
+
+class Unrecorded(Exception):
+    """The database refused to record an outcome; the pass stops."""
+
+
+def cause(exc: BaseException) -> str:
+    """An error in words an admin can act on, without data from the rows (a database
+    error's text may quote values; SQLite's and our own name only the cause)."""
+    if isinstance(exc, peewee.OperationalError) or type(exc).__name__ == "Unavailable":
+        return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return type(exc).__name__
 
 
 def send_claimed(
     row: OutboxEmail,
-    claim: str | None,
+    claim: str,
     lease: timedelta,
     mailer: Mailer,
     keys: Keys,
     sender: str,
     hooks: Hooks,
+    breaker: Breaker | None = None,
 ) -> str | None:
     """Send one row this pass claimed, if the claim still holds; the outcome, or None
-    when another process holds the row now."""
-    if claim is not None and not _renew(row, claim, lease):
+    when another process holds the row now. Raises Unrecorded when the outcome could
+    not be written (the row stays claimed until the lease ends)."""
+    if not db.is_sqlite() and not _renew(row, claim, lease):
         _lost(row)
         return None
-    return _deliver_one(row, claim, mailer, keys, sender, hooks)
+    if getattr(row, "was_claimed_by", None):
+        log.warning(
+            "outbox: %s email #%d was claimed before and its outcome never recorded (a "
+            "stopped process, or the database refused the write): sending it again with "
+            "the same Message-ID, so its recipient may get it twice",
+            row.kind,
+            row.id,
+        )
+    breaker = breaker or Breaker()
+    try:
+        mailer.send(message_for(row, keys, sender))
+    except MailError as exc:
+        if exc.permanent:
+            breaker.answered()
+        else:
+            breaker.failed()
+        return _recorded(row, "failure", _record_failure, row, claim, exc, hooks)
+    breaker.answered()
+    return _recorded(row, "send", _record_sent, row, hooks)
 
 
 def _renew(row: OutboxEmail, claim: str, lease: timedelta) -> bool:
@@ -277,13 +432,31 @@ def _lost(row: OutboxEmail) -> None:
     log.warning("outbox: email #%d is another process's now; it records it", row.id)
 
 
-def _deliver_one(
-    row: OutboxEmail, claim: str | None, mailer: Mailer, keys: Keys, sender: str, hooks: Hooks
-) -> str | None:
+def _recorded(row: OutboxEmail, what: str, record: Callable[..., str | None], *args) -> str | None:
     try:
-        mailer.send(message_for(row, keys, sender))
-    except MailError as exc:
-        return _record_failure(row, claim, exc, hooks)
+        return record(*args)
+    except Exception as exc:
+        if what == "send":
+            log.error(
+                "outbox: %s email #%d was sent but that could not be recorded (%s): it "
+                "stays claimed and goes again with the same Message-ID after the lease, "
+                "so its recipient may get it twice",
+                row.kind,
+                row.id,
+                cause(exc),
+            )
+        else:
+            log.error(
+                "outbox: the failed try of %s email #%d could not be recorded (%s): it "
+                "goes again after the lease",
+                row.kind,
+                row.id,
+                cause(exc),
+            )
+        raise Unrecorded from exc
+
+
+def _record_sent(row: OutboxEmail, hooks: Hooks) -> str | None:
     now = clock.now()
     with db.write():
         cursor = db.database.execute_sql(db.sql(MARK_SENT), (now, row.attempts + 1, row.id))
@@ -296,19 +469,12 @@ def _deliver_one(
     return "sent"
 
 
-def _record_failure(
-    row: OutboxEmail, claim: str | None, exc: MailError, hooks: Hooks
-) -> str | None:
+def _record_failure(row: OutboxEmail, claim: str, exc: MailError, hooks: Hooks) -> str | None:
     now = clock.now()
     attempts = row.attempts + 1
     delay = exc.retry_after if exc.retry_after is not None else retry_delay(attempts)
     dead = exc.permanent or now + timedelta(seconds=delay) >= row.expires_at
     reason = str(exc)[:1000]
-    # on PostgreSQL only the claim's holder records a failure; on SQLite the one
-    # delivering process holds every row
-    held = [OutboxEmail.id == row.id, OutboxEmail.status == "queued"]
-    if claim is not None:
-        held.append(OutboxEmail.claimed_by == claim)
     with db.write():
         changed = (
             OutboxEmail.update(
@@ -319,7 +485,11 @@ def _record_failure(
                 claimed_by=None,
                 claimed_until=None,
             )
-            .where(*held)
+            .where(
+                OutboxEmail.id == row.id,
+                OutboxEmail.status == "queued",
+                OutboxEmail.claimed_by == claim,  # only the claim's holder records a failure
+            )
             .execute()
         )
         if changed != 1:
