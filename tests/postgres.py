@@ -86,6 +86,12 @@ class Cluster:
         """Stop the server hard, as a crash would."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
 
+    def restart_server(self, mode: str = "fast") -> None:
+        """`pg_ctl restart`, as an admin or an upgrade does: with ``fast`` the server
+        ends every session, then comes back with the options it had."""
+        log = str(self.root / "log")
+        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-m", mode, "-w", "restart")
+
     def stop(self) -> None:
         try:
             self.stop_server()

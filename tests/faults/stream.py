@@ -70,6 +70,7 @@ class Stream:
         self.outcomes: list[Outcome] = []
         self._lock = threading.Condition()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._stopped = threading.Event()
         self._page = ""
 
     def start(self) -> Stream:
@@ -82,12 +83,14 @@ class Stream:
 
     def _run(self) -> None:
         for n in range(self.total):
+            if self._stopped.is_set():
+                return
             began = time.monotonic()
             outcome = self.submit(n)
             with self._lock:
                 self.outcomes.append(outcome)
                 self._lock.notify_all()
-            time.sleep(max(0.0, self.interval - (time.monotonic() - began)))
+            self._stopped.wait(max(0.0, self.interval - (time.monotonic() - began)))
 
     def submit(self, n: int) -> Outcome:
         """One caller's POST, redirects not followed: the 303 is the acceptance, and a
@@ -122,6 +125,10 @@ class Stream:
             done = self._lock.wait_for(lambda: len(self.outcomes) >= count, timeout)
         assert done, f"only {len(self.outcomes)} of {count} attempts answered in {timeout}s"
 
+    def stop(self) -> None:
+        """No more callers after the one under way (``join`` waits for it)."""
+        self._stopped.set()
+
     def join(self, timeout: float = 300.0) -> list[Outcome]:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "the stream did not finish"
@@ -144,13 +151,27 @@ class Stream:
         return found
 
 
+class _Inbox(list):
+    """The relay's messages; ``arrivals[i]`` is when message i came (time.monotonic())."""
+
+    def __init__(self):
+        super().__init__()
+        self.arrivals: list[float] = []
+
+    def append(self, message) -> None:
+        self.arrivals.append(time.monotonic())
+        super().append(message)
+
+
 class Relay:
     """The SMTP relay: a real SMTP server (tests/smtp_sink.py) that can go down and come
-    back on the same port, keeping every message it received in ``messages``."""
+    back on the same port, keeping every message it received in ``messages`` and when
+    each came in ``messages.arrivals``."""
 
     def __init__(self, delay: float = 0.0):
         self._sink = SMTPSink()
-        self.port, self.messages, self.lock = self._sink.port, self._sink.messages, self._sink.lock
+        self.port, self.lock = self._sink.port, self._sink.lock
+        self.messages = self._sink.messages = _Inbox()
         self.delay = delay  # seconds each message takes to be accepted: a slow relay
         self.running = False
 
@@ -219,14 +240,26 @@ class Database:
 
 def vendor_emails(relay, vendor: str = VERA) -> dict[str, list[str]]:
     """The Message-IDs the vendor received, per reference (a repeat is a second entry)."""
-    found: dict[str, list[str]] = {}
+    return {ref: [m["Message-ID"] for m, _ in got] for ref, got in _by_reference(relay, vendor)}
+
+
+def first_arrivals(relay: Relay, vendor: str = VERA) -> dict[str, float]:
+    """When the vendor's first email for each reference came (time.monotonic())."""
+    return {ref: min(at for _, at in got) for ref, got in _by_reference(relay, vendor)}
+
+
+def _by_reference(relay, vendor: str):
+    found: dict[str, list] = {}
     with relay.lock:
-        messages = [m for m in relay.messages if m["To"] == vendor]
-    for message in messages:
+        arrivals = getattr(relay.messages, "arrivals", [0.0] * len(relay.messages))
+        pairs = list(zip(relay.messages, arrivals, strict=True))
+    for message, at in pairs:
+        if message["To"] != vendor:
+            continue
         match = REFERENCE.search(message["Subject"])
         assert match, f"a vendor email without a reference: {message['Subject']!r}"
-        found.setdefault(match.group(1), []).append(message["Message-ID"])
-    return found
+        found.setdefault(match.group(1), []).append((message, at))
+    return found.items()
 
 
 @dataclass
