@@ -7,9 +7,7 @@ import logging
 import signal
 import threading
 
-import waitress
-
-from outofoffice import traffic
+from outofoffice import connections, traffic
 from outofoffice.config import is_loopback
 from outofoffice.heartbeat import Heartbeat
 from outofoffice.instance import Instance
@@ -25,22 +23,36 @@ def _raise_interrupt(signum, frame):
 
 
 def make_server(instance: Instance, host: str, port: int):
+    """waitress on host:port with [server]'s limits: connections in all and per client
+    address, how long one may idle or take to send its request (outofoffice.connections)."""
     config = instance.config
+    settings = config.server
     options = {
         "host": host,
         "port": port,
-        "threads": config.server.threads,
+        "threads": settings.threads,
         "ident": "outofoffice",
         # the app answers 64 KiB to 1 MiB with its own 413 page; beyond, waitress stops it
         "max_request_body_size": 16 * REQUEST_BODY_MAX,
         "clear_untrusted_proxy_headers": True,
+        "connection_limit": connections.fit_open_files(
+            settings.connection_limit, settings.asyncore_use_poll
+        ),
+        "channel_timeout": settings.channel_timeout,
+        "cleanup_interval": settings.cleanup_interval,
+        "asyncore_use_poll": settings.asyncore_use_poll,
     }
-    if config.server.trusted_proxy:
+    if settings.trusted_proxy:
         options |= {
-            "trusted_proxy": config.server.trusted_proxy,
+            "trusted_proxy": settings.trusted_proxy,
             "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"},
         }
-    return waitress.create_server(create_app(config, instance), **options)
+    return connections.create_server(
+        create_app(config, instance),
+        per_address=settings.connections_per_address,
+        exempt=[settings.trusted_proxy],
+        **options,
+    )
 
 
 def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True) -> None:

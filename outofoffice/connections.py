@@ -1,0 +1,256 @@
+"""The web server's connections: a cap per client address, a deadline for each request
+to arrive, and enough file descriptors for connection_limit.
+
+waitress limits connections only in all (connection_limit) and closes only idle ones
+(channel_timeout), and it has no time limit on a request's headers: one client that
+opens connections and sends a byte now and then (slowloris) holds them all, and no other
+caller's routing page answers. So its server here counts open connections per client
+address as it accepts them and closes the newest beyond [server]
+connections_per_address at once, and closes a connection whose request has not arrived
+whole within channel_timeout of its first byte. The trusted_proxy's address is exempt:
+every client comes through it, and the proxy limits each one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import resource
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import MultiSocketServer, TcpWSGIServer
+from waitress.task import ThreadedTaskDispatcher
+
+log = logging.getLogger(__name__)
+
+# Descriptors the process holds beside client connections: the database's files or
+# connections, the listening socket and waitress's trigger, mail connections, logs.
+FILES_BESIDE_CONNECTIONS = 128
+# select() cannot watch a descriptor numbered 1024 or more.
+SELECT_LIMIT = 1024
+REFUSALS_LOGGED_EVERY = 60.0  # seconds
+
+
+def client_key(address: str) -> str:
+    """What the per-address cap counts: the IPv4 address, or an IPv6 address's /64 (one
+    site's network: a client holding one can pick any address in it)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class AddressCounts:
+    """Open connections per client address, for one server: counted when a connection
+    is accepted, released when it closes, whatever the reason. Only waitress's loop
+    thread accepts and closes connections, so no lock is needed."""
+
+    def __init__(self, cap: int, exempt: Iterable[str] = ()):
+        self.cap = cap
+        self.exempt = frozenset(client_key(a) for a in exempt if a)
+        self.open: Counter[str] = Counter()
+
+    def admits(self, key: str) -> bool:
+        return key in self.exempt or self.open[key] < self.cap
+
+    def opened(self, key: str) -> None:
+        self.open[key] += 1
+
+    def closed(self, key: str) -> None:
+        self.open[key] -= 1
+        if self.open[key] <= 0:
+            del self.open[key]
+
+
+class RefusalLog:
+    """One warning per address per minute while the cap refuses its connections, with
+    how many; the address is all it names."""
+
+    def __init__(
+        self,
+        cap: int,
+        every: float = REFUSALS_LOGGED_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.cap, self.every, self.clock = cap, every, clock
+        self.windows: dict[str, list] = {}  # key -> [when its line was logged, refused since]
+
+    def refused(self, key: str) -> None:
+        window = self.windows.get(key)
+        if window is None:
+            log.warning(
+                "refusing connections from %s: it holds %d open, the most [server] "
+                "connections_per_address allows (logged once a minute while it lasts)",
+                key,
+                self.cap,
+            )
+            self.windows[key] = [self.clock(), 0]
+            return
+        window[1] += 1
+        self._log_if_due(key, self.clock())
+
+    def tick(self) -> None:
+        """Log the refusals of each address whose minute has passed; forget the quiet."""
+        now = self.clock()
+        for key in list(self.windows):
+            self._log_if_due(key, now)
+
+    def _log_if_due(self, key: str, now: float) -> None:
+        logged, count = self.windows[key]
+        if now - logged < self.every:
+            return
+        if not count:
+            del self.windows[key]
+            return
+        log.warning(
+            "refused %d more connections from %s in the last %d s ([server] "
+            "connections_per_address = %d)",
+            count,
+            key,
+            round(now - logged),
+            self.cap,
+        )
+        self.windows[key] = [now, 0]
+
+
+class LimitedChannel(HTTPChannel):
+    """waitress's channel, counted against its client's address while it is open, and
+    knowing since when its unfinished request has been arriving."""
+
+    counted = False
+    arriving_since: float | None = None  # time.monotonic() of a partial request's first byte
+
+    def __init__(self, server, sock, addr, adj, map=None):
+        self.address_key = client_key(addr[0])
+        super().__init__(server, sock, addr, adj, map=map)
+
+    def add_channel(self, map=None):
+        super().add_channel(map)
+        self.server.addresses.opened(self.address_key)
+        self.counted = True
+
+    def del_channel(self, map=None):
+        super().del_channel(map)
+        if self.counted:  # once, however many ways it is closed
+            self.counted = False
+            self.server.addresses.closed(self.address_key)
+
+    def received(self, data):
+        if self.request is None and data:
+            self.arriving_since = time.monotonic()
+        done = super().received(data)
+        if self.request is None:
+            self.arriving_since = None
+        return done
+
+
+class LimitedServer(TcpWSGIServer):
+    """waitress's TCP server with the per-address cap and the arrival deadline."""
+
+    def __init__(self, *args, addresses: AddressCounts, refusals: RefusalLog, **kwargs):
+        self.addresses, self.refusals = addresses, refusals
+        super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def channel_class(server, sock, addr, adj, map=None):
+        """waitress's accept hands each new socket here: a channel, or, beyond the
+        address's cap, closed at once."""
+        key = client_key(addr[0])
+        if not server.addresses.admits(key):
+            sock.close()
+            server.refusals.refused(key)
+            return None
+        return LimitedChannel(server, sock, addr, adj, map=map)
+
+    def maintenance(self, now):
+        super().maintenance(now)  # the idle ones
+        cutoff = time.monotonic() - self.adj.channel_timeout
+        for channel in self.active_channels.values():
+            since = channel.arriving_since
+            if since is not None and since < cutoff and not channel.requests:
+                channel.will_close = True
+        self.refusals.tick()
+
+
+def create_server(application, per_address: int, exempt: Iterable[str] = (), **options):
+    """waitress.create_server's TCP part with LimitedServer; options are waitress's."""
+    adj = Adjustments(**options)
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    socket_map: dict = {}
+    addresses = AddressCounts(per_address, exempt)
+    refusals = RefusalLog(per_address)
+    servers = [
+        LimitedServer(
+            application,
+            socket_map,
+            dispatcher=dispatcher,
+            adj=adj,
+            sockinfo=sockinfo,
+            addresses=addresses,
+            refusals=refusals,
+        )
+        for sockinfo in adj.listen
+    ]
+    if len(servers) == 1:
+        return servers[0]
+    listening = [(s.effective_host, s.effective_port) for s in servers]
+    return MultiSocketServer(socket_map, adj, listening, dispatcher, servers[-1].log_info)
+
+
+def fit_open_files(connection_limit: int, use_poll: bool) -> int:
+    """Raise the soft limit on open files so connection_limit connections fit, as far as
+    the hard limit allows; the connection limit that fits, said in the log if it is less.
+
+    Each connection is a file descriptor; a systemd service starts with a soft limit of
+    1,024, fewer than the default connection_limit needs. A server out of descriptors
+    fails every accept in a busy loop, so the limit given to waitress must fit."""
+    needed = connection_limit + FILES_BESIDE_CONNECTIONS
+    if not use_poll:
+        needed = min(needed, SELECT_LIMIT)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise the open files limit from %d: %s", soft, exc)
+        else:
+            log.info(
+                "raised the open files limit from %d to %d for [server] connection_limit %d",
+                soft,
+                target,
+                connection_limit,
+            )
+            soft = target
+    fits = connection_limit
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        fits = max(soft - FILES_BESIDE_CONNECTIONS, soft // 2)
+        log.warning(
+            "only %d files may be open (hard limit %s): serving at most %d connections, not "
+            "[server] connection_limit %d; raise LimitNOFILE= in the systemd unit or lower "
+            "connection_limit",
+            soft,
+            "unlimited" if hard == resource.RLIM_INFINITY else hard,
+            fits,
+            connection_limit,
+        )
+    if not use_poll and fits > SELECT_LIMIT - FILES_BESIDE_CONNECTIONS:
+        fits = SELECT_LIMIT - FILES_BESIDE_CONNECTIONS
+        log.warning(
+            "[server] asyncore_use_poll = false: select() watches at most %d descriptors, so "
+            "at most %d connections, not connection_limit %d",
+            SELECT_LIMIT,
+            fits,
+            connection_limit,
+        )
+    return fits
