@@ -238,7 +238,51 @@ def check(state: State, send_test_email: str | None, show_config: bool) -> None:
         except MailError as exc:
             raise click.ClickException(f"test email not sent: {exc}") from None
         click.echo(f"test email: sent to {send_test_email}")
+    _check_health(cfg)
     click.echo("all checks passed")
+
+
+def _check_health(cfg: config.Config) -> None:
+    """What /healthz reports, for the admin: one line per fact, one per problem with
+    what to do; a scheduler that is not running is no fault here (check runs before
+    the service starts too)."""
+    from outofoffice import health
+
+    report = health.assess(cfg)
+    problems = [p for p in report.problems if p.kind != "scheduler"]
+    kinds = {p.kind for p in problems}
+    if report.scheduler.startswith("running"):
+        click.echo(f"scheduler: ok ({report.scheduler})")
+    else:
+        click.echo(
+            f"scheduler: {report.scheduler} (mail waits until `outofoffice serve` or "
+            "`outofoffice worker` runs)"
+        )
+    if report.database_writable:
+        click.echo("database writes: ok")
+    if report.outbox_backlog is not None and "outbox" not in kinds:
+        waited = report.oldest_due_seconds
+        oldest = f", the oldest due has waited {waited} s" if waited is not None else ""
+        click.echo(f"outbox: ok ({report.outbox_backlog} queued{oldest})")
+    since = report.mail_failing_since
+    if since is None:
+        click.echo("mail delivery: ok (no failures)")
+    elif "mail" not in kinds:
+        click.echo(f"mail delivery: failing since {since:%Y-%m-%d %H:%M:%S} UTC")
+    if report.free_mb is not None and "disk" not in kinds:
+        click.echo(f"free space: ok ({report.free_mb} MiB on the data folder's disk)")
+        if report.low_space:
+            click.echo(
+                f"warning: {report.free_mb} MiB free on the data folder's disk is under "
+                f"twice [health] min_free_mb = {cfg.health.min_free_mb}: free some space "
+                "before writes fail"
+            )
+    for problem in problems:
+        click.echo(f"problem: {problem.text}; {problem.advice}")
+    if problems:
+        raise click.ClickException(
+            f"{len(problems)} health problem{'s' if len(problems) > 1 else ''} (above)"
+        )
 
 
 # --- accounts --------------------------------------------------------------------------

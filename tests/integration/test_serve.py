@@ -24,7 +24,8 @@ def test_serve_with_no_config_runs_on_built_in_defaults(tmp_path, servers):
         assert page.status == 200 and b"After-hours requests" in page.read()
     with urllib.request.urlopen(server.url + "/healthz") as health:
         report = json.loads(health.read())
-    assert report == {"status": "ok", "database": "ok", "scheduler": "running", "outbox_backlog": 0}
+    healthy = {"status": "ok", "database": "ok", "scheduler": "running", "outbox_backlog": 0}
+    assert report.items() >= healthy.items() and report["problems"] == []
     assert "built-in defaults" in server.output()
     assert (tmp_path / "outofoffice-data" / "outofoffice.db").exists()
     assert server.stop() == 0
