@@ -223,9 +223,10 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
                 "connections_per_address",
                 int,
                 20,
-                "Open connections one client address may hold; more are closed at once, so "
-                "one client cannot take every connection. The trusted_proxy's address is not "
-                "limited: set the proxy's own per-client limits (docs/reverse-proxy.md).",
+                "Open connections one client address (an IPv6 client: its /64) may hold; more "
+                "are closed at once, so one client cannot take every connection. The "
+                "trusted_proxy's address is not limited: set the proxy's own per-client "
+                "limits (docs/reverse-proxy.md).",
                 minimum=1,
                 maximum=100_000,
             ),
@@ -234,7 +235,8 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
                 int,
                 30,
                 "Seconds a connection may stay idle (nothing received, nothing to send) "
-                "before it is closed.",
+                "before it is closed; a request must also arrive whole within this many "
+                "seconds of its first byte.",
                 minimum=1,
                 maximum=3600,
             ),

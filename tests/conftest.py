@@ -56,7 +56,9 @@ def base_sections(tmp_path: Path, **overrides) -> dict:
     if DATABASE["url"]:
         storage["database"] = DATABASE["url"]
     sections = {
-        "server": {"base_url": "http://oop.example.test"},
+        # every test client comes from 127.0.0.1: callers the product would tell apart
+        # by address are many here (tests/faults/test_connection_flood.py tests the cap)
+        "server": {"base_url": "http://oop.example.test", "connections_per_address": 1000},
         "storage": storage,
         "mail": {"backend": "file", "from": "Out of Office Pro <noreply@oop.example.test>"},
     }
