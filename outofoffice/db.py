@@ -1,7 +1,9 @@
 """The database handle: created unbound here, bound to the configured database at start.
 
 SQLite runs with WAL, foreign keys, a busy timeout and synchronous=FULL: a queued
-email to a vendor is a promise to a caller and must survive a power cut.
+email to a vendor is a promise to a caller and must survive a power cut. A write that
+cannot be made (the write lock held too long, a full or failing disk) ends in
+``Unavailable`` with the cause, so a page can tell the caller to phone instead.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import re
 import select
 import threading
+import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,14 +36,94 @@ database = peewee.DatabaseProxy()
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
     "foreign_keys": 1,
-    "busy_timeout": 10_000,
+    "busy_timeout": 5_000,  # [storage] write_wait_seconds replaces it
     "synchronous": 2,  # FULL
     "secure_delete": 1,  # deleted personal data is overwritten, not left in free pages
+    # The write-ahead log is copied into the database every 1,000 pages (4 MiB) and then
+    # starts over; after a longer excursion (a backup's long read holds the copy back)
+    # it is cut back to 8 MiB, so it never keeps more than that of the disk for good.
+    "wal_autocheckpoint": 1_000,
+    "journal_size_limit": 8 * 1024 * 1024,
 }
 
 
 class DatabaseError(Exception):
     """The configured database cannot be opened."""
+
+
+class Unavailable(peewee.OperationalError):
+    """A write could not be made now: the write lock stayed busy for [storage]
+    write_wait_seconds, or the disk is full or failing. ``str()`` is the cause in an
+    admin's words (never a value from the rows); ``cause`` a short name for it. An
+    OperationalError still, so code that already catches those keeps doing so."""
+
+    def __init__(self, reason: str, cause: str = "lock"):
+        super().__init__(reason)
+        self.reason, self.cause = reason, cause
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+STUCK_SECONDS = 0.5  # a write queued longer than this: the writes ahead are stuck
+
+
+class WriteQueue:
+    """The writers of one process on one SQLite database: one at a time (SQLite has one
+    writer, and its busy handler polls in sleeps of up to 100 ms, so threads queue on a
+    lock of their own first), each for at most ``wait`` seconds in all, and at most
+    ``room`` of them at once. Beyond that a writer waits for a place only while the
+    writes ahead still move; once the oldest has waited STUCK_SECONDS (another process
+    holds the write lock), it is refused at once, so the other request threads stay
+    free for pages that only read."""
+
+    def __init__(self, wait: float, room: int):
+        self.wait, self.room = wait, room
+        self._turn = threading.Lock()
+        self._room = threading.Condition()
+        self._inside: dict[object, float] = {}  # each write waiting or writing: since when
+
+    @contextmanager
+    def turn(self) -> Iterator[float]:
+        """This thread's turn to write; yields the moment (time.monotonic()) by which
+        its transaction must have begun."""
+        deadline = time.monotonic() + self.wait
+        place = self._enter(deadline)
+        try:
+            if not self._turn.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise Unavailable(self._queued())
+            try:
+                if deadline - time.monotonic() < 0.01:
+                    raise Unavailable(self._queued())
+                yield deadline
+            finally:
+                self._turn.release()
+        finally:
+            with self._room:
+                del self._inside[place]
+                self._room.notify()
+
+    def _enter(self, deadline: float) -> object:
+        place = object()
+        with self._room:
+            while len(self._inside) >= self.room:
+                stuck = min(self._inside.values()) + STUCK_SECONDS
+                left = min(stuck, deadline) - time.monotonic()
+                if left <= 0:
+                    raise Unavailable(
+                        f"the database's write lock is busy and {len(self._inside)} writes of "
+                        "this process wait for it already, the most [server] threads leaves "
+                        "room for (the other threads stay free for pages that only read)"
+                    )
+                self._room.wait(left)
+            self._inside[place] = time.monotonic()
+        return place
+
+    def _queued(self) -> str:
+        return (
+            f"the database's write lock stayed busy for {self.wait:g} s ([storage] "
+            "write_wait_seconds) while this process's writes queued for it"
+        )
 
 
 def _create_private(path: Path) -> None:
@@ -87,7 +171,7 @@ def _postgresql(config: Config) -> peewee.Database:
     )
 
 
-def _sqlite(url: str) -> peewee.Database:
+def _sqlite(url: str, wait: int) -> peewee.Database:
     path = Path(url.removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
     _create_private(path)
@@ -97,7 +181,8 @@ def _sqlite(url: str) -> peewee.Database:
     # The pool hands a connection to one thread at a time, so it may move threads.
     return PooledSqliteDatabase(
         str(path),
-        pragmas=SQLITE_PRAGMAS,
+        pragmas=SQLITE_PRAGMAS | {"busy_timeout": wait * 1000},
+        timeout=wait,
         max_connections=64,
         stale_timeout=600,
         check_same_thread=False,
@@ -105,12 +190,18 @@ def _sqlite(url: str) -> peewee.Database:
 
 
 def connect(config: Config) -> peewee.Database:
+    """A database for the config, with its process's queue of writers (``.writes``):
+    up to [server] threads less two of them wait, at most [storage] write_wait_seconds."""
     url = config.database_url
+    wait = config.storage.write_wait_seconds
     if url.startswith("sqlite:///"):
-        return _sqlite(url)
-    if url.startswith(("postgresql://", "postgres://")):
-        return _postgresql(config)
-    raise DatabaseError(f"unsupported database URL {config.database_display!r}")
+        real = _sqlite(url, wait)
+    elif url.startswith(("postgresql://", "postgres://")):
+        real = _postgresql(config)
+    else:
+        raise DatabaseError(f"unsupported database URL {config.database_display!r}")
+    real.writes = WriteQueue(wait, max(1, config.server.threads - 2))
+    return real
 
 
 def _same(a: peewee.Database, b: peewee.Database) -> bool:
@@ -124,6 +215,8 @@ def bind(config: Config) -> peewee.Database:
         if database.obj:
             close_all()
         database.initialize(real)
+    else:  # the same database again: its queue stays (a writer may be in it), its limits follow
+        database.obj.writes.wait, database.obj.writes.room = real.writes.wait, real.writes.room
     return database.obj
 
 
@@ -139,25 +232,169 @@ def is_sqlite() -> bool:
     return isinstance(database.obj, peewee.SqliteDatabase)
 
 
-_writer = threading.Lock()
-
-
 @contextmanager
 def write() -> Iterator[None]:
-    """A write transaction. On SQLite it takes the write lock up front (BEGIN
-    IMMEDIATE), so two writers wait for each other instead of failing on upgrade; and
-    the threads of one process queue on a lock of their own first, because SQLite's
-    busy handler sleeps in steps of up to 100 ms while it polls."""
+    """A write transaction; inside another one it joins it. On SQLite it takes the
+    write lock up front (BEGIN IMMEDIATE), so two writers wait for each other instead of
+    failing on upgrade, after its turn in this process's WriteQueue; the whole wait is
+    at most [storage] write_wait_seconds. A write the database refuses for a fault
+    (lock, full or failing disk, read-only) raises Unavailable with the cause."""
     if database.in_transaction():
         with database.atomic():
             yield
         return
     if not is_sqlite():
-        with database.atomic():
+        with _faults_named(), database.atomic():
             yield
         return
-    with _writer, database.atomic("IMMEDIATE"):
+    writes = database.obj.writes
+    with writes.turn() as deadline, _faults_named():
+        left = deadline - time.monotonic()
+        lowered = left < writes.wait - 0.05  # queued behind another write of ours
+        if lowered:
+            _busy_timeout(int(left * 1000))
+        try:
+            with database.atomic("IMMEDIATE"):
+                if lowered:
+                    lowered = False
+                    _busy_timeout(int(writes.wait * 1000))
+                yield
+        finally:
+            if lowered and not database.is_closed():
+                _busy_timeout(int(writes.wait * 1000))
+
+
+def _busy_timeout(ms: int) -> None:
+    database.execute_sql(f"PRAGMA busy_timeout = {int(ms)}")
+
+
+# SQLite's result codes (Python 3.11 names them) and PostgreSQL's SQLSTATEs that mean
+# the database cannot take a write now, whatever the statement was.
+SQLITE_FAULTS = {
+    "SQLITE_BUSY": "lock",
+    "SQLITE_LOCKED": "lock",
+    "SQLITE_FULL": "disk_full",
+    "SQLITE_IOERR": "disk_error",
+    "SQLITE_READONLY": "read_only",
+    "SQLITE_CANTOPEN": "cannot_open",
+    "SQLITE_CORRUPT": "damaged",
+}
+SQLITE_TEXTS = {  # older Pythons' errors carry only the text
+    "database is locked": "lock",
+    "database table is locked": "lock",
+    "database or disk is full": "disk_full",
+    "disk i/o error": "disk_error",
+    "attempt to write a readonly database": "read_only",
+    "unable to open database file": "cannot_open",
+    "database disk image is malformed": "damaged",
+}
+POSTGRESQL_FAULTS = {
+    "53100": "disk_full",  # disk_full
+    "58030": "disk_error",  # io_error
+    "55P03": "lock",  # lock_not_available (lock_timeout)
+    "57014": "timeout",  # query_canceled (statement_timeout)
+    "25006": "read_only",  # read_only_sql_transaction (a standby)
+}
+
+
+def _reason(cause: str) -> str:
+    """The cause in an admin's words, naming the database file or server."""
+    if is_sqlite():
+        where = database.obj.database
+        wait = database.obj.writes.wait
+        return {
+            "lock": f"the database's write lock is held by another process (waited {wait:g} "
+            "s, [storage] write_wait_seconds): a backup, a sqlite3 shell, another serve?",
+            "disk_full": f"the disk holding the database {where} is full",
+            "disk_error": f"the disk holding the database {where} fails to read or write "
+            "(disk I/O error)",
+            "read_only": f"the database {where} cannot be written (read-only file, folder "
+            "or file system)",
+            "cannot_open": f"the database {where} cannot be opened (its folder is gone, or "
+            "this process has too many files open)",
+            "damaged": f"the database {where} is damaged (malformed): restore it from a backup",
+        }[cause]
+    return {
+        "lock": "a lock in PostgreSQL stayed held longer than its lock_timeout allows",
+        "timeout": "a statement ran longer than PostgreSQL's statement_timeout, or was cancelled",
+        "disk_full": "the PostgreSQL server's disk is full",
+        "disk_error": "the PostgreSQL server fails to read or write its disk (I/O error)",
+        "read_only": "PostgreSQL refuses writes (a standby, or default_transaction_read_only)",
+    }[cause]
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _in_rollback(exc: BaseException) -> bool:
+    return any(
+        frame.f_code.co_name == "rollback" for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
+
+
+def original_error(exc: BaseException) -> BaseException:
+    """The error that ended a transaction, not a rollback that failed after it: SQLite
+    rolls back by itself on a full disk, and peewee's own ROLLBACK then raises "cannot
+    rollback - no transaction is active", which would hide "database or disk is full"."""
+    for found in _chain(exc):
+        if not _in_rollback(found):
+            return found
+    return exc
+
+
+def fault_of(exc: BaseException) -> str | None:
+    """The fault a database error means ("lock", "disk_full", ...), or None for an
+    error of the statement itself (a bug, a constraint)."""
+    for found in _chain(exc):
+        name = getattr(found, "sqlite_errorname", "") or ""
+        if name:
+            return SQLITE_FAULTS.get(name) or SQLITE_FAULTS.get("_".join(name.split("_")[:2]))
+        code = getattr(found, "pgcode", None)
+        if code:
+            return POSTGRESQL_FAULTS.get(code)
+        text = str(found).strip().lower()
+        if text in SQLITE_TEXTS:
+            return SQLITE_TEXTS[text]
+    return None
+
+
+@contextmanager
+def _faults_named() -> Iterator[None]:
+    """Raise the error that ended the write, never a failed rollback after it; a fault
+    of the database as Unavailable with its cause."""
+    try:
         yield
+    except Unavailable:
+        raise
+    except BaseException as exc:
+        original = original_error(exc)
+        _leave_no_transaction()
+        cause = fault_of(original) if isinstance(original, peewee.DatabaseError) else None
+        if cause is not None:
+            raise Unavailable(_reason(cause), cause) from original
+        if original is exc:
+            raise
+        raise original from original.__cause__
+
+
+def _leave_no_transaction() -> None:
+    """A connection must not go back to the pool inside a transaction (it would hold
+    SQLite's write lock for good): roll back what SQLite left open, or close it."""
+    if not is_sqlite() or database.is_closed():
+        return
+    conn = database.connection()
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except Exception as exc:  # the disk fails: this connection goes, the pool makes another
+        log.warning("closing a database connection that could not roll back: %s", exc)
+        database.manual_close()
 
 
 # --- many processes: what SQLite gets from its one writer, PostgreSQL gets from locks ---

@@ -44,6 +44,14 @@ ERROR_TEXT = {
 }
 
 
+# A write the database refused: nothing changed, and saying so is the honest answer.
+NOT_SAVED = "We could not save this just now, so nothing changed. Try again in a minute."
+NOT_SAVED_FIRM = (
+    "We could not save this just now, so nothing changed. Try again in a minute; if it "
+    "cannot wait, phone the firm."
+)
+
+
 class App(bottle.Bottle):
     """A Bottle app whose every response, errors and redirects included, carries the
     security headers: they are added at the WSGI boundary, not per handler."""
@@ -152,6 +160,19 @@ def _needs_csrf(path: str) -> bool:
     return path == "/logout" or path == "/dashboard" or path.startswith("/dashboard/")
 
 
+def _refusals_answered(callback):
+    """A write the database refused (db.Unavailable) is a 503 page, not a crash with a
+    traceback in the log: the error page says it, and the log names the cause once."""
+
+    def answered(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except db.Unavailable as exc:
+            raise bottle.HTTPError(503, "Unavailable", exc) from None
+
+    return answered
+
+
 def create_app(config: Config, instance: Instance | None = None) -> App:
     """Build the app. Without an instance it opens one; the schema must be current."""
     instance = instance or Instance.open(config)
@@ -184,10 +205,19 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
 
     app.add_hook("before_request", before_request)
     app.add_hook("after_request", after_request)
+    app.install(_refusals_answered)
 
     def error_page(err: bottle.HTTPError):
         status = err.status_code
-        if status >= 500 and db.is_disconnect(err.exception):
+        request = bottle.request
+        unavailable = isinstance(err.exception, db.Unavailable)
+        if unavailable:
+            # a write the database refused (a held lock, a full disk): reads still work
+            log.warning(
+                "%s %s: not saved: %s", request.method, loggable(request.path), err.exception
+            )
+            status = 503
+        elif status >= 500 and db.is_disconnect(err.exception):
             # the database restarts or is locked: say so, and connect afresh next time
             log.warning("database unavailable: %s", type(err.exception).__name__)
             db.drop_idle()
@@ -199,8 +229,9 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
             message = err.body
         elif status == 503:
             bottle.response.set_header("Retry-After", "30")
+            if unavailable:
+                message = NOT_SAVED_FIRM if request.environ.get("oop.firm") else NOT_SAVED
         elif status >= 500:
-            request = bottle.request
             log.error("%s %s failed: %r", request.method, loggable(request.path), err.exception)
         try:
             return page("error.html", status=status, title=title, message=message)

@@ -1,5 +1,7 @@
 """The caller's pages: the firm's routing page and the private status page."""
 
+import logging
+
 import bottle
 
 from outofoffice import abuse, db, dispatch, owner_setup, timeline
@@ -15,8 +17,11 @@ from outofoffice.web.context import (
     see_other,
 )
 
+log = logging.getLogger(__name__)
+
 FIELDS = ("subject", "category", "name", "phone", "description")
 HONEYPOT = "website"
+RETRY_AFTER = "30"  # seconds; the page says "send it again" in words
 STALE_FORM = (
     "This page was open a long time, or came from another site. Check your request "
     "below and send it again."
@@ -43,7 +48,9 @@ def _account(slug: str) -> Account:
     return account
 
 
-def _form_page(account: Account, form: dict, errors: dict, status: int = 200) -> str:
+def _form_page(
+    account: Account, form: dict, errors: dict, status: int = 200, unavailable: bool = False
+) -> str:
     return page(
         "routing.html",
         status=status,
@@ -53,6 +60,7 @@ def _form_page(account: Account, form: dict, errors: dict, status: int = 200) ->
         categories=owner_setup.items(account, owner_setup.KINDS["categories"]),
         form=form,
         errors=errors,
+        unavailable=unavailable,
         action=bottle.request.path,
         form_token=abuse.form_token(instance().keys, account),
     )
@@ -79,6 +87,11 @@ def routing_page(slug: str):
         submission = dispatch.submit(instance(), account, form, client_ip())
     except ValidationError as exc:
         return _form_page(account, form, exc.errors, status=400)
+    except db.Unavailable as exc:
+        # nothing was stored: the caller keeps what they typed, and the firm's phone
+        log.warning("the routing page of %s did not take a request: %s", account.slug, exc)
+        bottle.response.set_header("Retry-After", RETRY_AFTER)
+        return _form_page(account, form, {}, status=503, unavailable=True)
     except abuse.Refused:
         phone = f" on {account.contact_phone}" if account.contact_phone else ""
         raise fail(

@@ -1,9 +1,13 @@
 """Action links: GET shows the request and one confirm button; POST acts."""
 
+import logging
+
 import bottle
 
-from outofoffice import dispatch, timeline
+from outofoffice import db, dispatch, timeline
 from outofoffice.web.context import for_firm, instance, page
+
+log = logging.getLogger(__name__)
 
 DONE = {
     "accept": "Thank you: you accepted this request. The caller is expecting your call.",
@@ -57,6 +61,24 @@ def _refused(exc: dispatch.ActionError) -> str:
     )
 
 
+def _not_recorded(token: str) -> str:
+    """The database refused the write: nothing changed, and the same button again."""
+    try:
+        link = dispatch.read_action(instance(), token)
+    except dispatch.ActionError as exc:
+        return _refused(exc)
+    for_firm(link.dispatch.account)
+    bottle.response.set_header("Retry-After", "30")
+    return page(
+        "vendor_unavailable.html",
+        status=503,
+        d=link.dispatch,
+        token=token,
+        button=dispatch.ACTIONS[link.action],
+        secondary=link.action == "decline",
+    )
+
+
 def install(app: bottle.Bottle) -> None:
     @app.get("/v/<token>")
     def confirm(token):
@@ -72,5 +94,8 @@ def install(app: bottle.Bottle) -> None:
             link, changed = dispatch.act(instance(), token)
         except dispatch.ActionError as exc:
             return _refused(exc)
+        except db.Unavailable as exc:
+            log.warning("a vendor's answer was not recorded: %s", exc)
+            return _not_recorded(token)
         message = DONE[link.action] if changed else ALREADY.get(link.action, "Nothing changed.")
         return _view(link, token, done=message)
