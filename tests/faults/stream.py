@@ -225,6 +225,10 @@ class Database:
     def references(self) -> set[str]:
         return {r for (r,) in self.rows("SELECT reference FROM dispatch")}
 
+    def queued(self) -> int:
+        """Outbox rows not yet recorded as sent (or dead)."""
+        return self.rows("SELECT count(*) FROM outbox WHERE status = 'queued'")[0][0]
+
     def events(self, kind: str) -> Counter:
         """How many events of this kind each dispatch has, by reference."""
         return Counter(
@@ -241,6 +245,14 @@ class Database:
 def vendor_emails(relay, vendor: str = VERA) -> dict[str, list[str]]:
     """The Message-IDs the vendor received, per reference (a repeat is a second entry)."""
     return {ref: [m["Message-ID"] for m, _ in got] for ref, got in _by_reference(relay, vendor)}
+
+
+def copies(relay) -> int:
+    """Emails of any kind (vendors', owners') that arrived more than once: the extra
+    copies, counted by Message-ID."""
+    with relay.lock:
+        ids = Counter(m["Message-ID"] for m in relay.messages)
+    return sum(n - 1 for n in ids.values())
 
 
 def first_arrivals(relay: Relay, vendor: str = VERA) -> dict[str, float]:
@@ -308,12 +320,16 @@ def settle(
     linger: float = 1.5,
 ) -> Counts:
     """Once the stream is over: wait until every stored request's vendor email arrived
-    (at most ``timeout``), then ``linger`` more for any second copy, and count."""
+    and the outbox holds nothing unrecorded (an email sent but not recorded goes again
+    after its lease: a repeat to count), at most ``timeout``; then ``linger`` more for
+    any late copy, and count."""
     accepted = set(stream.references(server.url))
     stored = database.references()
     deadline = time.monotonic() + timeout
-    while not stored <= set(vendor_emails(relay)) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    while time.monotonic() < deadline:
+        if stored <= set(vendor_emails(relay)) and database.queued() == 0:
+            break
+        time.sleep(0.2)
     time.sleep(linger)
     return Counts(Counter(o.kind for o in stream.outcomes), accepted, stored, vendor_emails(relay))
 
