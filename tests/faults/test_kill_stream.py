@@ -2,12 +2,15 @@
 request a caller was told is accepted goes missing, none stays unsent, and a vendor
 email repeated by a crash between its send and its record is the same message."""
 
+import time
+
 from tests.faults.stream import (
     MACHINE,
     Database,
     Relay,
     Stream,
     copies,
+    first_arrivals,
     kill,
     restart,
     settle,
@@ -30,10 +33,14 @@ def test_kill_9_mid_stream_three_times_loses_no_request(tmp_path, servers, datab
             stream.wait_for(at)
             kill(server)
             server = restart(servers, server)
+            restarted = time.monotonic()
         stream.join()
         counts = settle(stream, server, Database(inst.config(MACHINE)), relay)
     counts.extra["distinct_message_ids_per_reference"] = counts.message_ids_per_reference()
     counts.extra["copies_of_any_email"] = copies(relay)
+    # what the killed process had claimed waits for its lease
+    last = max(first_arrivals(relay).values()) - restarted
+    counts.extra["seconds_from_last_restart_to_last_vendor_email"] = round(last, 1)
     print(f"kill -9 x{len(KILLS_AT)} on {database_kind}: {counts}")
     assert counts.outcomes["other"] == 0, stream.of_kind("other")[:3]
     assert counts.accepted, "no caller was accepted"

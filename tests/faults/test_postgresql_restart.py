@@ -11,7 +11,15 @@ import time
 import pytest
 
 from tests import postgres
-from tests.faults.stream import MACHINE, Database, Relay, Stream, copies, settle
+from tests.faults.stream import (
+    MACHINE,
+    Database,
+    Relay,
+    Stream,
+    copies,
+    first_arrivals,
+    settle,
+)
 from tests.integration.test_scale_out import Installation
 
 pytestmark = pytest.mark.postgresql_only
@@ -50,6 +58,10 @@ def test_a_postgresql_restart_mid_stream_gets_503s_then_recovers_and_loses_nothi
         "refused_during_restart": len([o for o in refused if o.at <= back + 1]),
         "refused_after": len([o for o in refused if o.at > back + 1]),
         "copies_of_any_email": copies(relay),
+        # emails claimed by the pass the restart cut short wait for their lease
+        "seconds_from_restart_to_last_vendor_email": round(
+            max(first_arrivals(relay).values()) - back, 1
+        ),
     }
     print(f"PostgreSQL restart -m fast: {counts}")
 
