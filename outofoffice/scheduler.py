@@ -108,6 +108,12 @@ class Scheduler:
     def start(self) -> None:
         if db.is_sqlite():
             self._take_lock()
+            try:
+                with db.connection():
+                    if count := outbox.let_go_of_earlier_claims():
+                        log.info("outbox: %d emails a stopped process had claimed go now", count)
+            except Exception as exc:  # they go when their lease ends
+                log.warning("outbox: could not let go of earlier claims: %s", outbox.cause(exc))
         now = datetime.now(UTC)
         jobs = [
             (self.deliver_outbox, OUTBOX_JOB, {"seconds": OUTBOX_INTERVAL_SECONDS}),

@@ -5,6 +5,7 @@ import email.policy
 import json
 import sqlite3
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,6 +15,7 @@ from outofoffice import clock, db
 from outofoffice.mail import Message, breaker, outbox
 from outofoffice.mail.filedrop import FileMailer
 from outofoffice.models import OutboxEmail
+from outofoffice.scheduler import Scheduler
 from tests.conftest import deliver
 from tests.smtp_sink import SMTPSink, free_port
 
@@ -392,3 +394,25 @@ def test_the_vendor_of_an_emergency_is_sent_first_then_other_vendors_then_the_re
         queue(instance, subject="Gas smell", kind="vendor", emergency=True)
         deliver(instance)
     assert [m["Subject"] for m in sink.messages] == ["Gas smell", "Dripping tap", "Owner notice"]
+
+
+@pytest.mark.sqlite_only
+def test_on_sqlite_the_next_scheduler_sends_what_a_killed_one_had_claimed_at_once(
+    instance, mailbox, caplog
+):
+    """The lock file says the process that claimed it is gone: no lease to wait out."""
+    row_id = queue(instance, subject="Pipe burst")
+    with db.connection():
+        claimed, _ = outbox._due(10, timedelta(seconds=120))  # then killed before sending
+    assert [r.id for r in claimed] == [row_id]
+    assert mailbox.deliver() == []  # the claim holds
+    scheduler = Scheduler(instance)
+    scheduler.start()  # its delivery job runs at once
+    try:
+        deadline = time.monotonic() + 10
+        while row(row_id).status != "sent" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        scheduler.stop()
+    assert [m["Subject"] for m in mailbox.deliver()] == ["Pipe burst"]
+    assert "may get it twice" in caplog.text

@@ -269,6 +269,19 @@ def _due(limit: int, lease: timedelta) -> tuple[list[OutboxEmail], str]:
     return rows, claim
 
 
+def let_go_of_earlier_claims() -> int:
+    """SQLite, when this process has just taken the scheduler's lock file: no other
+    process delivers, so whatever claims are left belong to one that stopped (killed,
+    crashed) and need not wait out their lease. Its last sends may repeat, with the
+    same Message-ID, as after any crash; the claim stays named, so that is logged."""
+    with db.write():
+        return (
+            OutboxEmail.update(claimed_until=None)
+            .where(OutboxEmail.status == "queued", OutboxEmail.claimed_until.is_null(False))
+            .execute()
+        )
+
+
 def deliver_due(
     mailer: Mailer,
     keys: Keys,
