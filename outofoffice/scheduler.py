@@ -82,6 +82,7 @@ class Scheduler:
         self.lock_path = _lock_path(instance.config)
         self._lock_fd: int | None = None
         self._outbox_wanted = threading.Event()
+        self._delivering = threading.Event()  # a pass runs: a wake sets the flag only
         self._listener: db.Listener | None = None
         self._scheduler = BackgroundScheduler(
             timezone="UTC",
@@ -150,12 +151,24 @@ class Scheduler:
         """Run the delivery job now rather than at its next interval. A wake that comes
         while the job runs is not lost: the running job sees the flag and goes again."""
         self._outbox_wanted.set()
-        if self._scheduler.running:
+        if self._scheduler.running and not self._delivering.is_set():
             self._scheduler.modify_job(OUTBOX_JOB, next_run_time=datetime.now(UTC))
 
     def deliver_outbox(self) -> None:
         """Passes of a few rows each until nothing is due and nothing new came in; one
-        mailer session (an SMTP connection) serves the whole run."""
+        mailer session (an SMTP connection) serves the whole run. Wakes meanwhile only
+        set the flag (asking APScheduler to start a running job again would log a
+        warning per wake); one that came as the run ended makes it go again."""
+        while True:
+            self._delivering.set()
+            try:
+                self._deliver_until_done()
+            finally:
+                self._delivering.clear()
+            if not self._outbox_wanted.is_set():
+                return
+
+    def _deliver_until_done(self) -> None:
         with self.instance.mailer.session() as session, db.connection():
             while True:
                 self._outbox_wanted.clear()

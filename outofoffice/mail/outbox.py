@@ -307,6 +307,13 @@ def deliver_due(
     except Exception as exc:  # the database refuses: nothing claimed, nothing sent
         log.error("outbox: cannot claim due email, nothing sent this pass: %s", cause(exc))
         return counts
+    if again := [r.id for r in due if getattr(r, "was_claimed_by", None)]:
+        log.warning(
+            "outbox: emails %s were claimed by a pass that never recorded their outcome (a "
+            "stopped process, or the database refused the write): they go now with the "
+            "same Message-ID; one that pass had sent already reaches its recipient twice",
+            ", ".join(f"#{n}" for n in again),
+        )
     with mailer.session() as session:
         while due and not (breaker.is_open and counts["retry"]):  # opened: one probe
             row = due.pop(0)
@@ -319,9 +326,11 @@ def deliver_due(
     if due and not _release([r.id for r in due], claim):
         state.unclaimed.append((claim, [r.id for r in due]))
     _tell(breaker)
-    if breaker.recovered:
+    if breaker.recovered:  # the probe got through: a whole batch now, not at the next poll
         breaker.recovered = False
         counts["released"] = _release_backlog()
+        more = deliver_due(mailer, keys, sender, hooks, limit, lease, state)
+        counts = {kind: counts[kind] + more[kind] for kind in counts}
     return counts
 
 
@@ -414,14 +423,6 @@ def send_claimed(
     if not db.is_sqlite() and not _renew(row, claim, lease):
         _lost(row)
         return None
-    if getattr(row, "was_claimed_by", None):
-        log.warning(
-            "outbox: %s email #%d was claimed before and its outcome never recorded (a "
-            "stopped process, or the database refused the write): sending it again with "
-            "the same Message-ID, so its recipient may get it twice",
-            row.kind,
-            row.id,
-        )
     breaker = breaker or Breaker()
     try:
         mailer.send(message_for(row, keys, sender))
