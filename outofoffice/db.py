@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import select
+import sqlite3
 import threading
 import time
 import traceback
@@ -373,6 +374,7 @@ def _faults_named() -> Iterator[None]:
         raise
     except BaseException as exc:
         original = original_error(exc)
+        _let_go_of_cursors(exc)
         _leave_no_transaction()
         cause = fault_of(original) if isinstance(original, peewee.DatabaseError) else None
         if cause is not None:
@@ -380,6 +382,18 @@ def _faults_named() -> Iterator[None]:
         if original is exc:
             raise
         raise original from original.__cause__
+
+
+def _let_go_of_cursors(exc: BaseException) -> None:
+    """Drop the local variables of the finished frames a database error passed through
+    (its traceback stays): they hold the failed statement's cursor, and a cursor left
+    for the garbage collector is reset by whichever thread collects it, holding the
+    GIL while it waits for the connection, which by then another thread may be using
+    for a write that waits for the lock: every thread of the process stood still."""
+    chain = list(_chain(exc))
+    if any(isinstance(found, (peewee.DatabaseError, sqlite3.Error)) for found in chain):
+        for found in chain:
+            traceback.clear_frames(found.__traceback__)
 
 
 def _leave_no_transaction() -> None:

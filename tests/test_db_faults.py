@@ -5,6 +5,7 @@ served is told to phone the firm and keeps what they typed."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import sqlite3
 import threading
@@ -162,6 +163,23 @@ def two_writes_ahead():
         done.set()
         for thread in threads:
             thread.join(5)
+
+
+@pytest.mark.sqlite_only
+def test_a_refused_write_leaves_no_cursor_for_the_garbage_collector(instance, conn):
+    """The failed statement's cursor goes with the write: collected later, in whatever
+    thread, its reset would wait for the connection while holding the GIL, and another
+    thread may be using that connection for a write that waits for the lock."""
+    gc.collect()
+    gc.disable()
+    try:
+        with write_lock_held(instance):
+            _, error = timed(a_write)
+        del error
+        left = [o for o in gc.get_objects() if isinstance(o, sqlite3.Cursor)]
+    finally:
+        gc.enable()
+    assert left == []
 
 
 @pytest.mark.sqlite_only
