@@ -374,7 +374,7 @@ def _faults_named() -> Iterator[None]:
         raise
     except BaseException as exc:
         original = original_error(exc)
-        _let_go_of_cursors(exc)
+        let_go_of_cursors(exc)
         _leave_no_transaction()
         cause = fault_of(original) if isinstance(original, peewee.DatabaseError) else None
         if cause is not None:
@@ -384,7 +384,7 @@ def _faults_named() -> Iterator[None]:
         raise original from original.__cause__
 
 
-def _let_go_of_cursors(exc: BaseException) -> None:
+def let_go_of_cursors(exc: BaseException) -> None:
     """Drop the local variables of the finished frames a database error passed through
     (its traceback stays): they hold the failed statement's cursor, and a cursor left
     for the garbage collector is reset by whichever thread collects it, holding the
