@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from outofoffice import clock, db
+from outofoffice.instance import Instance
 from outofoffice.mail import Message, breaker, outbox
 from outofoffice.mail.filedrop import FileMailer
 from outofoffice.models import OutboxEmail
@@ -314,37 +315,61 @@ def hold_write_lock(instance):
     return holder
 
 
+def refuse_writes_after_first_send(sink, instance):
+    """The write lock is taken, by another process, between the relay's 250 for the
+    first email and that email's record: the database refuses the record."""
+    holders = []
+
+    def take_lock_once(message):
+        if not holders:
+            holders.append(hold_write_lock(instance))
+
+    sink.on_message = take_lock_once
+    return holders
+
+
 @pytest.mark.sqlite_only
-def test_a_sent_email_whose_outcome_cannot_be_written_waits_for_its_lease(make_instance, caplog):
-    """The write lock is taken between the relay's 250 and the outcome's record: that
-    email is not sent again in a loop, the others go out at the next pass, and after
-    the lease it goes once more with the same Message-ID, logged as a possible repeat."""
+def test_a_sent_email_whose_record_is_refused_is_recorded_later_and_not_sent_again(
+    make_instance, caplog
+):
     with SMTPSink() as sink:
         instance = smtp_instance(make_instance, sink.port, {"storage": {"write_wait_seconds": 1}})
         first = queue(instance, subject="Pipe burst")
         others = [queue(instance, subject=f"Leak {n}") for n in range(3)]
-        holders = []
-
-        def take_lock_once(message):
-            if not holders:
-                holders.append(hold_write_lock(instance))
-
-        sink.on_message = take_lock_once
+        holders = refuse_writes_after_first_send(sink, instance)
         assert deliver(instance) == {"sent": 0, "retry": 0, "dead": 0, "released": 0}
-        holders[0].rollback()
         assert "was sent but that could not be recorded" in caplog.text
+        assert deliver(instance)["sent"] == 0  # nothing more goes while writes are refused
+        holders[0].rollback()
         assert deliver(instance)["sent"] == 3
-        assert deliver(instance)["sent"] == 0  # still claimed: not sent in a loop
-        assert [m["Subject"] for m in sink.messages] == ["Pipe burst", "Leak 0", "Leak 1", "Leak 2"]
-        assert {row(r).status for r in others} == {"sent"}
-        clock.advance(timedelta(seconds=instance.config.scheduler.lease_seconds + 1))
-        caplog.clear()
-        assert deliver(instance)["sent"] == 1
-        assert "emails #1 were claimed by a pass that never recorded" in caplog.text
-        again = sink.messages[-1]
-        assert again["Subject"] == "Pipe burst"
-        assert again["Message-ID"] == sink.messages[0]["Message-ID"] == row(first).message_id
         assert row(first).status == "sent"
+        clock.advance(timedelta(seconds=instance.config.scheduler.lease_seconds + 1))
+        assert deliver(instance)["sent"] == 0
+    assert [m["Subject"] for m in sink.messages] == ["Pipe burst", "Leak 0", "Leak 1", "Leak 2"]
+    assert {row(r).status for r in others} == {"sent"}
+
+
+@pytest.mark.sqlite_only
+def test_a_send_a_stopped_process_never_recorded_goes_again_after_the_lease_with_its_message_id(
+    make_instance, caplog
+):
+    """The process that sent it is gone (it alone knew): after the lease the email goes
+    once more with the same Message-ID, and the log says it may arrive twice."""
+    with SMTPSink() as sink:
+        instance = smtp_instance(make_instance, sink.port, {"storage": {"write_wait_seconds": 1}})
+        first = queue(instance, subject="Pipe burst")
+        queue(instance, subject="Leak")
+        holders = refuse_writes_after_first_send(sink, instance)
+        deliver(instance)
+        holders[0].rollback()
+        restarted = Instance.open(instance.config)
+        assert deliver(restarted)["sent"] == 0  # both wait for the lease of that pass
+        clock.advance(timedelta(seconds=instance.config.scheduler.lease_seconds + 1))
+        assert deliver(restarted)["sent"] == 2
+    assert "emails #1, #2 were claimed by a pass that never recorded" in caplog.text
+    assert [m["Subject"] for m in sink.messages] == ["Pipe burst", "Pipe burst", "Leak"]
+    assert sink.messages[0]["Message-ID"] == sink.messages[1]["Message-ID"]
+    assert row(first).status == "sent"
 
 
 def test_when_the_relay_is_down_it_is_probed_and_the_backlog_goes_at_once_when_it_answers(

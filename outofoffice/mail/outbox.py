@@ -215,11 +215,13 @@ class Hooks:
 @dataclass
 class Delivery:
     """What one process keeps between its delivery passes: the mailer's circuit
-    breaker, and claims on rows it never tried that the database would not let go of
-    (a pass stopped by a refused write); they are released at the next pass rather
-    than waiting out their lease."""
+    breaker; emails the relay took whose record the database refused (a full disk, a
+    held lock), recorded at the next pass and never sent again by this process; and
+    claims on rows a stopped pass never tried, released at the next pass rather than
+    waiting out their lease."""
 
     breaker: Breaker = field(default_factory=Breaker)
+    sent: dict[int, OutboxEmail] = field(default_factory=dict)
     unclaimed: list[tuple[str, list[int]]] = field(default_factory=list)
 
 
@@ -295,12 +297,16 @@ def deliver_due(
     made due at once because the relay answers again ("released").
 
     The database may refuse a write (a full disk, a lock held too long): then the pass
-    stops, since every further send would be one more whose outcome is lost, and its
-    rows stay claimed until the lease ends. The next pass takes the others."""
+    stops, since every further send would be one more whose outcome is lost. An email
+    sent meanwhile is remembered and recorded as sent once the database takes writes
+    again (its row stays claimed, so no process sends it before); nothing more is sent
+    until then."""
     hooks = hooks or Hooks()
     state = state or Delivery()
     breaker = state.breaker
     counts = {"sent": 0, "retry": 0, "dead": 0, "released": 0}
+    if not _record_remembered(state, hooks):
+        return counts
     state.unclaimed = [(claim, ids) for claim, ids in state.unclaimed if not _release(ids, claim)]
     try:
         due, claim = _due(breaker.allowance(limit), lease)
@@ -319,7 +325,9 @@ def deliver_due(
             row = due.pop(0)
             try:
                 outcome = send_claimed(row, claim, lease, session, keys, sender, hooks, breaker)
-            except Unrecorded:
+            except Unrecorded as refused:
+                if refused.sent:
+                    state.sent[row.id] = row
                 break
             if outcome:
                 counts[outcome] += 1
@@ -395,14 +403,40 @@ def _release_backlog() -> int:
         return 0
 
 
+def _record_remembered(state: Delivery, hooks: Hooks) -> bool:
+    """Record the sends the database refused before; False while it still refuses."""
+    for row_id, row in list(state.sent.items()):
+        try:
+            _record_sent(row, hooks)
+        except peewee.OperationalError as exc:  # still refused: try at the next pass
+            log.debug("outbox: email #%d still unrecorded: %s", row_id, cause(exc))
+            return False
+        except Exception as exc:  # this row alone: it goes again after its lease
+            log.error(
+                "outbox: the send of email #%d cannot be recorded (%s): it goes again "
+                "after its lease, with the same Message-ID",
+                row_id,
+                cause(exc),
+            )
+        else:
+            log.info("outbox: recorded email #%d as sent, now that the database takes it", row_id)
+        del state.sent[row_id]
+    return True
+
+
 class Unrecorded(Exception):
-    """The database refused to record an outcome; the pass stops."""
+    """The database refused to record an outcome; the pass stops. ``sent``: the relay
+    had taken the email."""
+
+    def __init__(self, sent: bool):
+        super().__init__("sent" if sent else "failed")
+        self.sent = sent
 
 
 def cause(exc: BaseException) -> str:
     """An error in words an admin can act on, without data from the rows (a database
     error's text may quote values; SQLite's and our own name only the cause)."""
-    if isinstance(exc, peewee.OperationalError) or type(exc).__name__ == "Unavailable":
+    if isinstance(exc, peewee.OperationalError):  # db.Unavailable among them
         return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
     return type(exc).__name__
 
@@ -433,6 +467,7 @@ def send_claimed(
             breaker.failed()
         return _recorded(row, "failure", _record_failure, row, claim, exc, hooks)
     breaker.answered()
+    row.sent_at = clock.now()
     return _recorded(row, "send", _record_sent, row, hooks)
 
 
@@ -452,9 +487,9 @@ def _recorded(row: OutboxEmail, what: str, record: Callable[..., str | None], *a
     except Exception as exc:
         if what == "send":
             log.error(
-                "outbox: %s email #%d was sent but that could not be recorded (%s): it "
-                "stays claimed and goes again with the same Message-ID after the lease, "
-                "so its recipient may get it twice",
+                "outbox: %s email #%d was sent but that could not be recorded (%s): it is "
+                "recorded once the database takes writes again, and nothing more is sent "
+                "until then",
                 row.kind,
                 row.id,
                 cause(exc),
@@ -467,17 +502,18 @@ def _recorded(row: OutboxEmail, what: str, record: Callable[..., str | None], *a
                 row.id,
                 cause(exc),
             )
-        raise Unrecorded from exc
+        raise Unrecorded(sent=what == "send") from exc
 
 
 def _record_sent(row: OutboxEmail, hooks: Hooks) -> str | None:
-    now = clock.now()
+    """At the time the relay took it, which may be a while before the database let it
+    be written down."""
     with db.write():
-        cursor = db.database.execute_sql(db.sql(MARK_SENT), (now, row.attempts + 1, row.id))
+        cursor = db.database.execute_sql(db.sql(MARK_SENT), (row.sent_at, row.attempts + 1, row.id))
         if cursor.rowcount != 1:
             _lost(row)
             return None
-        row.status, row.sent_at = "sent", now
+        row.status = "sent"
         hooks.sent(row)
     log.debug("outbox: sent %s email #%d", row.kind, row.id)
     return "sent"
