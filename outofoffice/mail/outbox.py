@@ -408,11 +408,11 @@ def _record_remembered(state: Delivery, hooks: Hooks) -> bool:
     for row_id, row in list(state.sent.items()):
         try:
             _record_sent(row, hooks)
-        except peewee.OperationalError as exc:  # still refused: try at the next pass
-            log.debug("outbox: email #%d still unrecorded: %s", row_id, cause(exc))
-            return False
-        except Exception as exc:  # this row alone: it goes again after its lease
-            log.error(
+        except Exception as exc:
+            if db.is_disconnect(exc):  # refused, or the connection is gone: next pass
+                log.debug("outbox: email #%d still unrecorded: %s", row_id, cause(exc))
+                return False
+            log.error(  # this row alone: it goes again after its lease
                 "outbox: the send of email #%d cannot be recorded (%s): it goes again "
                 "after its lease, with the same Message-ID",
                 row_id,

@@ -14,7 +14,15 @@ from outofoffice.config import Config, is_loopback
 from outofoffice.instance import Instance
 from outofoffice.policy import REQUEST_BODY_MAX
 from outofoffice.web import auth, caller, dashboard, health, public, reports, vendor
-from outofoffice.web.context import UserError, check_csrf, fail, host_name, page
+from outofoffice.web.context import (
+    FirmCards,
+    UserError,
+    check_csrf,
+    fail,
+    firm_when_unreachable,
+    host_name,
+    page,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,14 +169,17 @@ def _needs_csrf(path: str) -> bool:
 
 
 def _refusals_answered(callback):
-    """A write the database refused (db.Unavailable) is a 503 page, not a crash with a
-    traceback in the log: the error page says it, and the log names the cause once."""
+    """A write the database refused (db.Unavailable), or a database that cannot be
+    reached, is a 503 page, not a crash with a traceback in the log: the error page
+    says it, and the log names the cause once."""
 
     def answered(*args, **kwargs):
         try:
             return callback(*args, **kwargs)
-        except db.Unavailable as exc:
-            raise bottle.HTTPError(503, "Unavailable", exc) from None
+        except Exception as exc:  # bottle would print its traceback into the log
+            if db.is_disconnect(exc):  # db.Unavailable among them
+                raise bottle.HTTPError(503, "Unavailable", exc) from None
+            raise
 
     return answered
 
@@ -181,6 +192,7 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
     is_our_host = make_host_check(config)
     wrong_host = f"This site answers only at {config.base_url}. Check the address."
     app.config["outofoffice.instance"] = instance
+    app.config["outofoffice.firm_cards"] = FirmCards()
 
     def before_request():
         request = bottle.request
@@ -188,7 +200,12 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
             # any name (probes call it by address), and a database that is down is its
             # report, not an error page
             return
-        db.database.connect(reuse_if_open=True)
+        try:
+            db.database.connect(reuse_if_open=True)
+        except Exception as exc:  # not a traceback in the log: the 503 page
+            if db.is_disconnect(exc):
+                raise bottle.HTTPError(503, "Unavailable", exc) from None
+            raise
         if not is_our_host(request.environ.get("HTTP_HOST", "")):
             raise fail(400, wrong_host)
         if request.content_length > REQUEST_BODY_MAX:
@@ -223,6 +240,8 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
             db.drop_idle()
             bottle.request.environ["oop.current"] = None  # the page asks nothing more of it
             status = 503
+            if not request.environ.get("oop.firm") and (slug := caller.routing_slug()):
+                firm_when_unreachable(slug)  # as this process last saw the firm
         fallback = ERROR_TEXT[400] if status < 500 else ERROR_TEXT[500]
         title, message = ERROR_TEXT.get(status, fallback)
         if isinstance(err, UserError):
@@ -234,7 +253,10 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
         elif status >= 500:
             log.error("%s %s failed: %r", request.method, loggable(request.path), err.exception)
         try:
-            return page("error.html", status=status, title=title, message=message)
+            # what the caller wrote, to send again or to read out on the phone
+            posted = status == 503 and request.method == "POST"
+            kept = request.forms.getunicode("description", "") if posted else ""
+            return page("error.html", status=status, title=title, message=message, kept=kept)
         except Exception:  # the error page itself failed (database down): plain text
             log.exception("error page failed")
             bottle.response.content_type = "text/plain; charset=utf-8"

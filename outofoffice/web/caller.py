@@ -40,6 +40,15 @@ def slug_from_host() -> str | None:
     return None
 
 
+def routing_slug() -> str | None:
+    """The firm whose routing page this request is for, from its address alone (for an
+    error page when the database cannot say)."""
+    path = bottle.request.path
+    if path.startswith("/r/") and "/" not in path[3:]:
+        return path[3:] or None
+    return slug_from_host() if path == "/" else None
+
+
 def _account(slug: str) -> Account:
     account = db.first(Account, 'SELECT * FROM "account" WHERE "slug" = ?', slug.lower())
     if account is None:

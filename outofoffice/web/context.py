@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import bottle
@@ -107,10 +110,62 @@ def see_other(location: str, *set_cookies: str):
     raise response
 
 
+@dataclass(frozen=True)
+class FirmCard:
+    """What a page shows of a firm around its content, as last read."""
+
+    slug: str
+    business_name: str
+    brand_colour: str
+    logo_hash: str | None
+    contact_phone: str
+
+
+class FirmCards:
+    """The firms whose pages this app served lately (the most recent LIMIT), so that a
+    caller who meets a database restart still gets the firm's name and phone."""
+
+    LIMIT = 10_000
+
+    def __init__(self):
+        self._cards: OrderedDict[str, FirmCard] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, account) -> None:
+        card = FirmCard(
+            account.slug,
+            account.business_name,
+            account.brand_colour,
+            account.logo_hash,
+            account.contact_phone,
+        )
+        with self._lock:
+            self._cards[card.slug] = card
+            self._cards.move_to_end(card.slug)
+            if len(self._cards) > self.LIMIT:
+                self._cards.popitem(last=False)
+
+    def get(self, slug: str) -> FirmCard | None:
+        with self._lock:
+            return self._cards.get(slug)
+
+
+def firm_cards() -> FirmCards:
+    return bottle.request.app.config["outofoffice.firm_cards"]
+
+
 def for_firm(account) -> None:
     """This request is about a firm's caller or vendor: every page it renders, error
     pages too, carries the firm's name, colour and phone instead of the operator's."""
     bottle.request.environ["oop.firm"] = account
+    if account is not None and not isinstance(account, FirmCard):
+        firm_cards().remember(account)
+
+
+def firm_when_unreachable(slug: str) -> None:
+    """The database cannot be reached: the error page still names the firm, as this
+    process last saw it."""
+    for_firm(firm_cards().get(slug.lower()))
 
 
 def page(template: str, status: int = 200, **context) -> str:

@@ -116,7 +116,7 @@ class Stream:
             kind = "refused"
         else:
             kind = "other"
-        detail = "" if kind == "accepted" else text[:2000]
+        detail = "" if kind == "accepted" else text
         return Outcome(n, phone, kind, status, location, detail, time.monotonic())
 
     def wait_for(self, count: int, timeout: float = 120.0) -> None:
