@@ -65,7 +65,20 @@ ADVICE = {
 }
 
 
+FAULT_WORDS = {
+    "lock": LOCKED,
+    "disk_full": FULL,
+    "read_only": READ_ONLY,
+    "timeout": "a write took too long",
+    "disk_error": "the disk reports errors",
+}
+
+
 def _why_not_written(exc: Exception) -> str:
+    """Fixed words for the fault (db.fault_of reads the database's own error code),
+    never the error's text, which may quote values."""
+    if words := FAULT_WORDS.get(db.fault_of(db.original_error(exc)) or ""):
+        return words
     text = str(exc).lower()
     if "locked" in text or "busy" in text or "lock timeout" in text:
         return LOCKED
@@ -110,6 +123,7 @@ def probe_write(wait: float = PROBE_WAIT_SECONDS) -> ProbeResult:
         with db.connection():
             _write_probe_row(clock.now(), wait)
     except Exception as exc:  # any failure to write is the finding, never a crash
+        db.let_go_of_cursors(exc)  # not for another thread's garbage collector to reset
         if db.is_disconnect(exc):
             db.drop_idle()
         return ProbeResult(False, _why_not_written(exc), clock.now())
