@@ -33,6 +33,8 @@ FILES_BESIDE_CONNECTIONS = 128
 # select() cannot watch a descriptor numbered 1024 or more.
 SELECT_LIMIT = 1024
 REFUSALS_LOGGED_EVERY = 60.0  # seconds
+NAMED_PER_MINUTE = 10  # addresses named in the log a minute; more are only counted
+NETWORK_SHARE = 4  # an IPv6 /48 (one site) may hold this many times the cap of a /64
 
 
 def client_key(address: str) -> str:
@@ -49,31 +51,58 @@ def client_key(address: str) -> str:
     return str(ip)
 
 
+def _exact(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
+
+
 class AddressCounts:
     """Open connections per client address, for one server: counted when a connection
-    is accepted, released when it closes, whatever the reason. Only waitress's loop
-    thread accepts and closes connections, so no lock is needed."""
+    is accepted, released when it closes, whatever the reason. An IPv6 client counts
+    against its /64 and, more loosely, its /48 (a site handed a /48 has 65,536 /64s).
+    The trusted proxy's exact address is not counted. Only waitress's loop thread
+    accepts and closes connections, so no lock is needed."""
 
     def __init__(self, cap: int, exempt: Iterable[str] = ()):
         self.cap = cap
-        self.exempt = frozenset(client_key(a) for a in exempt if a)
+        self.exempt = frozenset(_exact(a) for a in exempt if a)
         self.open: Counter[str] = Counter()
 
-    def admits(self, key: str) -> bool:
-        return key in self.exempt or self.open[key] < self.cap
+    def keys(self, address: str) -> tuple[str, ...]:
+        """What a connection from ``address`` counts against; none for the proxy."""
+        if _exact(address) in self.exempt:
+            return ()
+        key = client_key(address)
+        if not key.endswith("/64"):
+            return (key,)
+        site = ipaddress.ip_network(key).supernet(new_prefix=48)
+        return key, str(site)
 
-    def opened(self, key: str) -> None:
-        self.open[key] += 1
+    def admits(self, keys: tuple[str, ...]) -> bool:
+        return all(
+            self.open[k] < (self.cap * NETWORK_SHARE if k.endswith("/48") else self.cap)
+            for k in keys
+        )
 
-    def closed(self, key: str) -> None:
-        self.open[key] -= 1
-        if self.open[key] <= 0:
-            del self.open[key]
+    def opened(self, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            self.open[key] += 1
+
+    def closed(self, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            self.open[key] -= 1
+            if self.open[key] <= 0:
+                del self.open[key]
 
 
 class RefusalLog:
     """One warning per address per minute while the cap refuses its connections, with
-    how many; the address is all it names."""
+    how many; the address is all it names. At most NAMED_PER_MINUTE new addresses are
+    named a minute: a flood from many addresses is one line a minute with its counts,
+    not a line per address."""
 
     def __init__(
         self,
@@ -83,10 +112,19 @@ class RefusalLog:
     ):
         self.cap, self.every, self.clock = cap, every, clock
         self.windows: dict[str, list] = {}  # key -> [when its line was logged, refused since]
+        self.named: list[float] = []  # when each address was first named, this minute
+        self.unnamed = 0  # refusals from addresses not named, this minute
+        self.unnamed_since = clock()
 
     def refused(self, key: str) -> None:
         window = self.windows.get(key)
         if window is None:
+            now = self.clock()
+            self.named = [t for t in self.named if now - t < self.every]
+            if len(self.named) >= NAMED_PER_MINUTE:
+                self.unnamed += 1
+                return
+            self.named.append(now)
             log.warning(
                 "refusing connections from %s: it holds %d open, the most [server] "
                 "connections_per_address allows (logged once a minute while it lasts)",
@@ -103,6 +141,16 @@ class RefusalLog:
         now = self.clock()
         for key in list(self.windows):
             self._log_if_due(key, now)
+        if now - self.unnamed_since >= self.every:
+            if self.unnamed:
+                log.warning(
+                    "refused %d more connections from addresses not named here, in the "
+                    "last %d s ([server] connections_per_address = %d)",
+                    self.unnamed,
+                    round(now - self.unnamed_since),
+                    self.cap,
+                )
+            self.unnamed, self.unnamed_since = 0, now
 
     def _log_if_due(self, key: str, now: float) -> None:
         logged, count = self.windows[key]
@@ -130,19 +178,19 @@ class LimitedChannel(HTTPChannel):
     arriving_since: float | None = None  # time.monotonic() of a partial request's first byte
 
     def __init__(self, server, sock, addr, adj, map=None):
-        self.address_key = client_key(addr[0])
+        self.address_keys = server.addresses.keys(addr[0])
         super().__init__(server, sock, addr, adj, map=map)
 
     def add_channel(self, map=None):
         super().add_channel(map)
-        self.server.addresses.opened(self.address_key)
+        self.server.addresses.opened(self.address_keys)
         self.counted = True
 
     def del_channel(self, map=None):
         super().del_channel(map)
         if self.counted:  # once, however many ways it is closed
             self.counted = False
-            self.server.addresses.closed(self.address_key)
+            self.server.addresses.closed(self.address_keys)
 
     def received(self, data):
         if self.request is None and data:
@@ -164,10 +212,10 @@ class LimitedServer(TcpWSGIServer):
     def channel_class(server, sock, addr, adj, map=None):
         """waitress's accept hands each new socket here: a channel, or, beyond the
         address's cap, closed at once."""
-        key = client_key(addr[0])
-        if not server.addresses.admits(key):
+        keys = server.addresses.keys(addr[0])
+        if not server.addresses.admits(keys):
             sock.close()
-            server.refusals.refused(key)
+            server.refusals.refused(keys[0])
             return None
         return LimitedChannel(server, sock, addr, adj, map=map)
 

@@ -245,11 +245,11 @@ def write() -> Iterator[None]:
             yield
         return
     if not is_sqlite():
-        with _faults_named(), database.atomic():
+        with faults_named(), database.atomic():
             yield
         return
     writes = database.obj.writes
-    with writes.turn() as deadline, _faults_named():
+    with writes.turn() as deadline, faults_named():
         left = deadline - time.monotonic()
         lowered = left < writes.wait - 0.05  # queued behind another write of ours
         if lowered:
@@ -365,7 +365,7 @@ def fault_of(exc: BaseException) -> str | None:
 
 
 @contextmanager
-def _faults_named() -> Iterator[None]:
+def faults_named() -> Iterator[None]:
     """Raise the error that ended the write, never a failed rollback after it; a fault
     of the database as Unavailable with its cause."""
     try:
@@ -546,6 +546,23 @@ def server_version() -> str:
     if is_sqlite():
         return "SQLite " + database.execute_sql("SELECT sqlite_version()").fetchone()[0]
     return "PostgreSQL " + database.execute_sql("SHOW server_version").fetchone()[0].split()[0]
+
+
+# PostgreSQL's error classes that say the server, not the statement: connection lost,
+# out of resources, shut down by its operator, system errors
+POSTGRESQL_AWAY_CLASSES = ("08", "53", "57", "58")
+
+
+def is_away(exc: BaseException) -> bool:
+    """The database refuses or cannot be reached now, worth a 503 and another try soon
+    (a held lock, a full disk, a restart), rather than refusing this statement (a bug,
+    which should surface as one)."""
+    if isinstance(exc, Unavailable) or fault_of(exc) is not None:
+        return True
+    if not is_disconnect(exc) or is_sqlite():
+        return False
+    codes = [getattr(found, "pgcode", None) for found in _chain(exc)]
+    return all(code is None or code[:2] in POSTGRESQL_AWAY_CLASSES for code in codes)
 
 
 def is_disconnect(exc: BaseException) -> bool:

@@ -105,12 +105,12 @@ def _write_probe_row(now: datetime, wait: float) -> None:
         usual = int(database.execute_sql("PRAGMA busy_timeout").fetchone()[0])
         database.execute_sql(f"PRAGMA busy_timeout = {millis}")
         try:
-            with database.atomic("IMMEDIATE"):
+            with db.faults_named(), database.atomic("IMMEDIATE"):  # no transaction left open
                 upsert.execute()
         finally:
             database.execute_sql(f"PRAGMA busy_timeout = {usual}")
         return
-    with database.atomic():
+    with db.faults_named(), database.atomic():
         database.execute_sql(f"SET LOCAL lock_timeout = {millis}")
         database.execute_sql(f"SET LOCAL statement_timeout = {millis}")
         upsert.execute()

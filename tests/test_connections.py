@@ -15,7 +15,13 @@ import time
 import pytest
 from waitress import wasyncore
 
-from outofoffice.connections import AddressCounts, RefusalLog, client_key, create_server
+from outofoffice.connections import (
+    NAMED_PER_MINUTE,
+    AddressCounts,
+    RefusalLog,
+    client_key,
+    create_server,
+)
 
 pytestmark = pytest.mark.no_database
 
@@ -32,18 +38,58 @@ def test_an_address_is_counted_as_itself_and_an_ipv6_address_by_its_64():
 
 def test_an_address_is_admitted_up_to_its_cap_and_again_once_one_closes():
     counts = AddressCounts(2, exempt=["198.51.100.1"])
+    client = counts.keys("203.0.113.9")
     for _ in range(2):
-        assert counts.admits("203.0.113.9")
-        counts.opened("203.0.113.9")
-    assert not counts.admits("203.0.113.9")
-    assert counts.admits("203.0.113.10")  # another address has its own
-    counts.closed("203.0.113.9")
-    assert counts.admits("203.0.113.9")
-    counts.closed("203.0.113.9")
+        assert counts.admits(client)
+        counts.opened(client)
+    assert not counts.admits(client)
+    assert counts.admits(counts.keys("203.0.113.10"))  # another address has its own
+    counts.closed(client)
+    assert counts.admits(client)
+    counts.closed(client)
     assert counts.open == {}  # nothing kept for an address with nothing open
+    proxy = counts.keys("198.51.100.1")
     for _ in range(5):
-        counts.opened("198.51.100.1")
-    assert counts.admits("198.51.100.1")  # the trusted proxy carries every client
+        counts.opened(proxy)
+    assert counts.admits(proxy)  # the trusted proxy carries every client
+
+
+def test_an_ipv6_site_cannot_spread_over_its_64s_beyond_a_few_caps():
+    counts = AddressCounts(2)
+    admitted = 0
+    for n in range(100):  # one connection from each of 100 /64s of one /48
+        keys = counts.keys(f"2001:db8:1:{n:x}::1")
+        if counts.admits(keys):
+            counts.opened(keys)
+            admitted += 1
+    assert admitted == 2 * 4  # the cap times NETWORK_SHARE
+    assert counts.admits(counts.keys("2001:db8:2::1"))  # another site has its own
+
+
+def test_only_the_trusted_proxys_own_address_is_exempt_not_its_neighbours():
+    counts = AddressCounts(1, exempt=["2001:db8::1"])
+    assert counts.keys("2001:db8::1") == ()
+    neighbour = counts.keys("2001:db8::2")
+    counts.opened(neighbour)
+    assert not counts.admits(neighbour)
+
+
+def test_a_flood_from_many_addresses_names_a_few_and_counts_the_rest(caplog):
+    clock = Clock()
+    refusals = RefusalLog(cap=20, clock=clock)
+    caplog.set_level(logging.WARNING, logger="outofoffice.connections")
+    for n in range(500):
+        refusals.refused(f"203.0.113.{n % 250}" if n < 250 else f"2001:db8:{n}::/64")
+    assert len(caplog.records) == NAMED_PER_MINUTE
+    clock.now += 61
+    refusals.tick()
+    assert (
+        caplog.records[-1]
+        .getMessage()
+        .startswith(
+            f"refused {500 - NAMED_PER_MINUTE} more connections from addresses not named here"
+        )
+    )
 
 
 class Clock:
@@ -185,8 +231,9 @@ def test_a_closed_connection_gives_its_place_back(limited_server):
 def test_the_trusted_proxy_may_hold_more_than_the_cap(limited_server):
     server = limited_server(per_address=2, exempt=["127.0.0.1"])
     held = [connect(server) for _ in range(5)]
-    serve_until(server, lambda: server.addresses.open["127.0.0.1"] == 5)
+    serve_until(server, lambda: len(server.active_channels) == 5)
     assert not any(closed_by_server(s) for s in held)
+    assert server.addresses.open == {}  # not counted at all
     for sock in held:
         sock.close()
 

@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import peewee
 import pytest
 
 from outofoffice import clock, db
@@ -445,3 +446,63 @@ def test_on_sqlite_the_next_scheduler_sends_what_a_killed_one_had_claimed_at_onc
         scheduler.stop()
     assert [m["Subject"] for m in mailbox.deliver()] == ["Pipe burst"]
     assert "were claimed by a pass that never recorded their outcome" in caplog.text
+
+
+class HistoryRefused(outbox.Hooks):
+    """What follows a send fails for this row alone (its vendor was deleted meanwhile,
+    a bug): the database itself takes writes."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def sent(self, row):
+        if row.subject == "Pipe burst":
+            raise self.error
+
+
+STATEMENT_ERRORS = {  # as each database names a statement's own fault (a bug)
+    "sqlite": peewee.OperationalError("no such column: detail"),
+    "postgresql": peewee.ProgrammingError('column "detail" does not exist'),
+}
+
+
+@pytest.mark.parametrize("error", ["integrity", "statement"])
+def test_a_send_whose_history_cannot_be_written_is_marked_sent_and_never_sent_again(
+    make_instance, database_kind, error
+):
+    error = (
+        peewee.IntegrityError("FOREIGN KEY constraint failed")
+        if error == "integrity"
+        else STATEMENT_ERRORS[database_kind]
+    )
+    with SMTPSink() as sink:
+        instance = smtp_instance(make_instance, sink.port)
+        first = queue(instance, subject="Pipe burst")
+        others = [queue(instance, subject=f"Leak {n}") for n in range(3)]
+        state = outbox.Delivery()
+        send = (instance.mailer, instance.keys, instance.sender, HistoryRefused(error))
+        with db.connection():
+            assert outbox.deliver_due(*send, state=state)["sent"] == 4
+            clock.advance(timedelta(seconds=instance.config.scheduler.lease_seconds + 1))
+            assert outbox.deliver_due(*send, state=state)["sent"] == 0
+    assert [m["Subject"] for m in sink.messages] == ["Pipe burst", "Leak 0", "Leak 1", "Leak 2"]
+    assert {row(r).status for r in [first, *others]} == {"sent"}
+
+
+def test_a_process_that_starts_while_mail_fails_does_not_say_it_goes_through(make_instance):
+    with SMTPSink() as sink:
+        instance = smtp_instance(make_instance, sink.port)
+        sink.refuse = "451 Try again later"
+        for n in range(4):
+            queue(instance, subject=f"Leak {n}")
+        deliver(instance)
+        with db.connection():
+            since = outbox.failing_since()
+            assert since is not None
+            # another process starts: it has heard nothing from the relay yet
+            send = (instance.mailer, instance.keys, instance.sender, outbox.Hooks())
+            outbox.deliver_due(*send, state=outbox.Delivery())
+            assert outbox.failing_since() == since
+            clock.advance(timedelta(minutes=10))
+            outbox.deliver_due(*send, state=outbox.Delivery())  # fails, opens its own
+            assert outbox.failing_since() == since  # since the first saw it

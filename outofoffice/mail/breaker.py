@@ -15,6 +15,7 @@ from outofoffice import clock
 
 OPEN_AFTER = 3  # failures in a row: the relay is the problem, not one message
 PROBE_EVERY = timedelta(seconds=5)  # the scheduler's poll: recovery is seen within it
+SLACK = timedelta(milliseconds=500)  # a poll that comes a little early still probes
 
 
 class Breaker:
@@ -28,6 +29,7 @@ class Breaker:
         self.is_open = False
         self.failing_since: datetime | None = None  # the first failure of this streak
         self.recovered = False  # it closed: the outbox releases the backlog, then resets
+        self.heard = False  # the relay answered this process at least once
         self.told: str | None = None  # what this process last told the installation
         self._next_probe: datetime | None = None
 
@@ -37,7 +39,7 @@ class Breaker:
         if not self.is_open:
             return batch
         now = clock.now()
-        if self._next_probe is not None and now < self._next_probe:
+        if self._next_probe is not None and now < self._next_probe - SLACK:
             return 0
         self._next_probe = now + self.probe_every
         return 1
@@ -56,12 +58,14 @@ class Breaker:
     def answered(self) -> None:
         """The relay answered: it took the email, or refused it for good."""
         self.recovered = self.recovered or self.is_open
+        self.heard = True
         self.failures, self.is_open = 0, False
         self.failing_since = self._next_probe = None
 
     def news(self) -> str | None:
         """What the installation should hear from this process now: "failing" once it
-        opened, "ok" once it closed (or on its first success: a crashed process may
-        have left "failing" behind); None when nothing changed."""
-        state = "failing" if self.is_open else "ok" if self.failures == 0 else None
+        opened, "ok" once the relay answered after that (or for the first time: a
+        stopped process may have left "failing" behind); None when nothing changed. A
+        process that has not heard the relay yet says nothing."""
+        state = "failing" if self.is_open else "ok" if self.heard and not self.failures else None
         return state if state and state != self.told else None

@@ -308,8 +308,11 @@ def deliver_due(
     if not _record_remembered(state, hooks):
         return counts
     state.unclaimed = [(claim, ids) for claim, ids in state.unclaimed if not _release(ids, claim)]
+    allowed = breaker.allowance(limit)
+    if allowed == 0:  # the relay is down and no probe is due
+        return counts
     try:
-        due, claim = _due(breaker.allowance(limit), lease)
+        due, claim = _due(allowed, lease)
     except Exception as exc:  # the database refuses: nothing claimed, nothing sent
         log.error("outbox: cannot claim due email, nothing sent this pass: %s", cause(exc))
         return counts
@@ -350,10 +353,13 @@ def _tell(breaker: Breaker) -> None:
         return
     try:
         with db.write():
-            Setting.delete().where(Setting.name == FAILING_SINCE).execute()
-            if news == "failing":
+            if news == "failing":  # since the first process saw it, not since the latest
                 since = breaker.failing_since or clock.now()
-                Setting.create(name=FAILING_SINCE, value=since.isoformat())
+                Setting.insert(
+                    name=FAILING_SINCE, value=since.isoformat()
+                ).on_conflict_ignore().execute()
+            else:
+                Setting.delete().where(Setting.name == FAILING_SINCE).execute()
     except Exception as exc:  # told at the next pass instead; delivery goes on
         log.warning("outbox: could not record whether mail goes through: %s", cause(exc))
         return
@@ -407,12 +413,12 @@ def _record_remembered(state: Delivery, hooks: Hooks) -> bool:
     """Record the sends the database refused before; False while it still refuses."""
     for row_id, row in list(state.sent.items()):
         try:
-            _record_sent(row, hooks)
+            _write_sent(row, hooks)
         except Exception as exc:
-            if db.is_disconnect(exc):  # refused, or the connection is gone: next pass
+            if db.is_away(exc):  # refused, or the connection is gone: at the next pass
                 log.debug("outbox: email #%d still unrecorded: %s", row_id, cause(exc))
                 return False
-            log.error(  # this row alone: it goes again after its lease
+            log.error(  # a fault of this row alone, not of the database
                 "outbox: the send of email #%d cannot be recorded (%s): it goes again "
                 "after its lease, with the same Message-ID",
                 row_id,
@@ -453,27 +459,49 @@ def send_claimed(
 ) -> str | None:
     """Send one row this pass claimed, if the claim still holds; the outcome, or None
     when another process holds the row now. Raises Unrecorded when the outcome could
-    not be written (the row stays claimed until the lease ends)."""
-    if not db.is_sqlite() and not _renew(row, claim, lease):
+    not be written."""
+    if not db.is_sqlite() and not _renewed(row, claim, lease):
         _lost(row)
         return None
     breaker = breaker or Breaker()
     try:
-        mailer.send(message_for(row, keys, sender))
+        message = message_for(row, keys, sender)
+    except Exception as exc:  # altered, or under a key no longer held: it never will be
+        unreadable = MailError(
+            f"the stored message cannot be read ({type(exc).__name__})", permanent=True
+        )
+        return _failure_recorded(row, claim, unreadable, hooks)
+    try:
+        mailer.send(message)
     except MailError as exc:
-        if exc.permanent:
-            breaker.answered()
+        if exc.permanent or exc.retry_after is not None:
+            breaker.answered()  # the relay answers: a refusal, or "not so fast"
         else:
             breaker.failed()
-        return _recorded(row, "failure", _record_failure, row, claim, exc, hooks)
+        return _failure_recorded(row, claim, exc, hooks)
     breaker.answered()
     row.sent_at = clock.now()
-    return _recorded(row, "send", _record_sent, row, hooks)
+    try:
+        return _write_sent(row, hooks)
+    except Exception as exc:
+        log.error(
+            "outbox: %s email #%d was sent but that could not be recorded (%s): it is "
+            "recorded once the database takes writes again, and nothing more is sent "
+            "until then",
+            row.kind,
+            row.id,
+            cause(exc),
+        )
+        raise Unrecorded(sent=True) from exc
 
 
-def _renew(row: OutboxEmail, claim: str, lease: timedelta) -> bool:
+def _renewed(row: OutboxEmail, claim: str, lease: timedelta) -> bool:
     """One statement on its own (no transaction around it): once per email, under load."""
-    cursor = db.database.execute_sql(RENEW_SQL, (lease.total_seconds(), row.id, claim))
+    try:
+        cursor = db.database.execute_sql(RENEW_SQL, (lease.total_seconds(), row.id, claim))
+    except Exception as exc:  # the database went away: nothing sent, the pass stops
+        log.warning("outbox: cannot renew the claim on email #%d: %s", row.id, cause(exc))
+        raise Unrecorded(sent=False) from exc
     return cursor.rowcount == 1
 
 
@@ -481,31 +509,40 @@ def _lost(row: OutboxEmail) -> None:
     log.warning("outbox: email #%d is another process's now; it records it", row.id)
 
 
-def _recorded(row: OutboxEmail, what: str, record: Callable[..., str | None], *args) -> str | None:
+def _failure_recorded(row: OutboxEmail, claim: str, exc: MailError, hooks: Hooks) -> str | None:
     try:
-        return record(*args)
+        return _record_failure(row, claim, exc, hooks)
+    except Exception as refused:
+        log.error(
+            "outbox: the failed try of %s email #%d could not be recorded (%s): it goes "
+            "again after the lease",
+            row.kind,
+            row.id,
+            cause(refused),
+        )
+        raise Unrecorded(sent=False) from refused
+
+
+def _write_sent(row: OutboxEmail, hooks: Hooks) -> str | None:
+    """Record a send with what follows from it; when only what follows fails (its
+    history line: the vendor was deleted meanwhile, say), the row is marked sent on its
+    own, so an email the relay took is never sent again. Raises while the database
+    refuses writes."""
+    try:
+        return _record_sent(row, hooks, with_hooks=True)
     except Exception as exc:
-        if what == "send":
-            log.error(
-                "outbox: %s email #%d was sent but that could not be recorded (%s): it is "
-                "recorded once the database takes writes again, and nothing more is sent "
-                "until then",
-                row.kind,
-                row.id,
-                cause(exc),
-            )
-        else:
-            log.error(
-                "outbox: the failed try of %s email #%d could not be recorded (%s): it "
-                "goes again after the lease",
-                row.kind,
-                row.id,
-                cause(exc),
-            )
-        raise Unrecorded(sent=what == "send") from exc
+        if db.is_away(exc):
+            raise
+        log.error(
+            "outbox: %s email #%d went out, but what follows from it could not be recorded (%s)",
+            row.kind,
+            row.id,
+            cause(exc),
+        )
+    return _record_sent(row, hooks, with_hooks=False)
 
 
-def _record_sent(row: OutboxEmail, hooks: Hooks) -> str | None:
+def _record_sent(row: OutboxEmail, hooks: Hooks, with_hooks: bool) -> str | None:
     """At the time the relay took it, which may be a while before the database let it
     be written down."""
     with db.write():
@@ -514,7 +551,8 @@ def _record_sent(row: OutboxEmail, hooks: Hooks) -> str | None:
             _lost(row)
             return None
         row.status = "sent"
-        hooks.sent(row)
+        if with_hooks:
+            hooks.sent(row)
     log.debug("outbox: sent %s email #%d", row.kind, row.id)
     return "sent"
 

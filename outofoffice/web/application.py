@@ -177,7 +177,7 @@ def _refusals_answered(callback):
         try:
             return callback(*args, **kwargs)
         except Exception as exc:  # bottle would print its traceback into the log
-            if db.is_disconnect(exc):  # db.Unavailable among them
+            if db.is_away(exc):  # db.Unavailable among them
                 raise bottle.HTTPError(503, "Unavailable", exc) from None
             raise
 
@@ -203,7 +203,7 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
         try:
             db.database.connect(reuse_if_open=True)
         except Exception as exc:  # not a traceback in the log: the 503 page
-            if db.is_disconnect(exc):
+            if db.is_away(exc):
                 raise bottle.HTTPError(503, "Unavailable", exc) from None
             raise
         if not is_our_host(request.environ.get("HTTP_HOST", "")):
@@ -234,7 +234,7 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
                 "%s %s: not saved: %s", request.method, loggable(request.path), err.exception
             )
             status = 503
-        elif status >= 500 and db.is_disconnect(err.exception):
+        elif status >= 500 and db.is_away(err.exception):
             # the database restarts or is locked: say so, and connect afresh next time
             log.warning("database unavailable: %s", type(err.exception).__name__)
             db.drop_idle()
