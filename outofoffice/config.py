@@ -223,8 +223,9 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
                 "connections_per_address",
                 int,
                 20,
-                "Open connections one client address (an IPv6 client: its /64) may hold; more "
-                "are closed at once, so one client cannot take every connection. The "
+                "Open connections one client address (an IPv6 client: its /64, and its /48 "
+                "four times this) may hold; more are closed at once, so one client cannot "
+                "take every connection. The "
                 "trusted_proxy's address is not limited: set the proxy's own per-client "
                 "limits (docs/reverse-proxy.md).",
                 minimum=1,
