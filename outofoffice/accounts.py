@@ -13,13 +13,20 @@ import zoneinfo
 from datetime import timedelta
 from functools import cache
 
-from outofoffice import abuse, clock, db
+from outofoffice import abuse, clock, db, outbox
 from outofoffice.errors import ValidationError
 from outofoffice.instance import Instance
 from outofoffice.keys import hash_token, new_token
-from outofoffice.mail import outbox
 from outofoffice.mail.message import is_address
-from outofoffice.models import Account, Category, Invite, MagicLink, OutboxEmail, Session, SlugHold
+from outofoffice.models import (
+    Account,
+    Category,
+    Invite,
+    MagicLink,
+    OutboxMessage,
+    Session,
+    SlugHold,
+)
 from outofoffice.policy import INVITE_DAYS, NAME_MAX
 from outofoffice.templating import render_email
 
@@ -274,8 +281,8 @@ def request_deletion(account: Account) -> None:
         account.save(only=[Account.status, Account.deletion_requested_at])
         Session.delete().where(Session.account == account).execute()
         MagicLink.delete().where(MagicLink.account == account).execute()
-        OutboxEmail.delete().where(
-            OutboxEmail.account == account, OutboxEmail.status == "queued"
+        OutboxMessage.delete().where(
+            OutboxMessage.account == account, OutboxMessage.status == "queued"
         ).execute()
 
 

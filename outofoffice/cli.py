@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
-from outofoffice import __version__, accounts, config, db, keys, migrations
+from outofoffice import __version__, accounts, config, db, keys, migrations, outbox
 from outofoffice.instance import Instance, InstanceError
-from outofoffice.mail import MailError, Message, outbox
+from outofoffice.mail import MailError, Message
 
 log = logging.getLogger("outofoffice")
 
@@ -776,13 +776,13 @@ def outbox_group() -> None:
 @pass_state
 def outbox_list(state: State, status: str | None) -> None:
     """List outbox rows, newest first."""
-    from outofoffice.models import OutboxEmail
+    from outofoffice.models import OutboxMessage
 
     state.instance()
     with db.connection():
-        query = OutboxEmail.select().order_by(OutboxEmail.id.desc()).limit(200)
+        query = OutboxMessage.select().order_by(OutboxMessage.id.desc()).limit(200)
         if status:
-            query = query.where(OutboxEmail.status == status)
+            query = query.where(OutboxMessage.status == status)
         rows = list(query)
     if not rows:
         click.echo("no emails")

@@ -79,6 +79,32 @@ def _https_unless_loopback(value: str) -> str | None:
     return None
 
 
+def _https_or_empty(value: str) -> str | None:
+    return _https_unless_loopback(value) if value else None
+
+
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+def _e164_or_empty(value: str) -> str | None:
+    if value and not E164.match(value):
+        return (
+            f"must be a phone number in E.164 form such as +15550100199 (or empty), got {value!r}"
+        )
+    return None
+
+
+def _prefixed_or_empty(prefix: str, example: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if value and not re.match(rf"^{prefix}[0-9a-fA-F]{{32}}$", value):
+            return (
+                f"must be {prefix} and 32 hex digits, such as {example} (or empty), got {value!r}"
+            )
+        return None
+
+    return check
+
+
 def _ip_or_empty(value: str) -> str | None:
     if not value:
         return None
@@ -474,6 +500,84 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
             _limit("login_emails_per_ip_per_hour", 20, "Sign-in emails one IP may ask for."),
         ),
     ),
+    "sms": (
+        "Text messages to vendors (and, where the firm turns it on, to callers).",
+        (
+            Key(
+                "provider",
+                str,
+                "none",
+                '"none" sends no SMS; "twilio" sends them through Twilio (docs/channels.md).',
+                choices=("none", "twilio"),
+            ),
+        ),
+    ),
+    "sms.twilio": (
+        "Twilio: the account, and the number or messaging service that sends.",
+        (
+            Key(
+                "account_sid",
+                str,
+                "",
+                "The account SID (AC...), from the Twilio console.",
+                check=_prefixed_or_empty("AC", "AC" + "0" * 32),
+            ),
+            Key("auth_token", str, "", "The auth token (or use auth_token_file).", secret=True),
+            Key(
+                "from_number",
+                str,
+                "",
+                "The sending number in E.164 form (+15550100199), or set messaging_service_sid.",
+                check=_e164_or_empty,
+            ),
+            Key(
+                "messaging_service_sid",
+                str,
+                "",
+                "A messaging service (MG...) that picks the sending number, instead of "
+                "from_number.",
+                check=_prefixed_or_empty("MG", "MG" + "0" * 32),
+            ),
+            Key(
+                "api_url",
+                str,
+                "https://api.twilio.com",
+                "Twilio's API address; https:// unless on this machine.",
+                check=_https_unless_loopback,
+            ),
+        ),
+    ),
+    "push": (
+        "Push notifications through ntfy, with Accept and Decline buttons.",
+        (
+            Key(
+                "ntfy_url",
+                str,
+                "",
+                "An ntfy server, https://ntfy.sh or your own; empty means no push.",
+                check=_https_or_empty,
+            ),
+            Key(
+                "ntfy_token",
+                str,
+                "",
+                "An access token for a protected ntfy server (or use ntfy_token_file).",
+                secret=True,
+            ),
+        ),
+    ),
+    "webhooks": (
+        "Webhooks owners add on /dashboard/webhooks.",
+        (
+            Key(
+                "allow_private",
+                bool,
+                False,
+                "true lets owners add http:// endpoints and private or loopback addresses "
+                "(a firm's own network); keep it false where owners are strangers.",
+            ),
+        ),
+    ),
     "billing": (
         "Billing.",
         (
@@ -535,6 +639,9 @@ class Config:
     mail: Any
     retention: Any
     abuse: Any
+    sms: Any
+    push: Any
+    webhooks: Any
     billing: Any
     analytics: Any
     # "config": base_url is set; "default": left out, so http://<host>:<port>, which a
@@ -747,6 +854,22 @@ def _cross_check(config: Config, error_for: Callable[..., Callable[[str], Config
             f"must be at least 3 x [mail.smtp] timeout ({3 * smtp.timeout}), so that one "
             f"slow send never outlasts its claim, got {lease}"
         )
+    twilio = config.sms.twilio
+    if config.sms.provider == "twilio":
+        for name in ("account_sid", "auth_token"):
+            if not getattr(twilio, name):
+                also = " (or set auth_token_file)" if name == "auth_token" else ""
+                raise error_for("sms.twilio", name)(
+                    f'is required when [sms] provider = "twilio"{also}'
+                )
+        if not (twilio.from_number or twilio.messaging_service_sid):
+            raise error_for("sms.twilio", "from_number")(
+                'is required when [sms] provider = "twilio" (or set messaging_service_sid)'
+            )
+        if twilio.from_number and twilio.messaging_service_sid:
+            raise error_for("sms.twilio", "from_number")(
+                "set from_number or messaging_service_sid, not both"
+            )
     if config.mail.backend == "resend" and not config.mail.resend.api_key:
         raise error_for("mail.resend", "api_key")(
             'is required when backend = "resend" (or set api_key_file)'

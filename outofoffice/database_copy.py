@@ -12,7 +12,7 @@ import peewee
 
 from outofoffice import db, migrations
 from outofoffice.config import Config
-from outofoffice.models import MODELS, OutboxEmail, ProcessBeat
+from outofoffice.models import MODELS, OutboxMessage, ProcessBeat
 
 BATCH = 500
 # Heartbeats describe the processes running now, not the installation's data.
@@ -24,7 +24,7 @@ class CopyError(Exception):
 
 
 # Claims belong to processes of the old installation: none of them runs there.
-UNCLAIMED = {OutboxEmail.claimed_by, OutboxEmail.claimed_until}
+UNCLAIMED = {OutboxMessage.claimed_by, OutboxMessage.claimed_until}
 
 
 def target_config(config: Config, url: str) -> Config:

@@ -15,17 +15,16 @@ from datetime import timedelta
 
 import peewee
 
-from outofoffice import abuse, accounts, clock, db, notify, routing
+from outofoffice import abuse, accounts, clock, db, notify, outbox, routing
 from outofoffice.errors import ValidationError
 from outofoffice.instance import Instance
 from outofoffice.keys import hash_token
-from outofoffice.mail import outbox
 from outofoffice.models import (
     Account,
     Category,
     Dispatch,
     DispatchEvent,
-    OutboxEmail,
+    OutboxMessage,
     Subject,
     Vendor,
 )
@@ -259,6 +258,7 @@ def submit(instance: Instance, account: Account, form: dict[str, str], ip: str =
             chain_position=0,
             vendor=vendors[0] if vendors else None,
             escalate_at=silence_ends if vendors else None,
+            offered_at=now if vendors else None,
             created_at=now,
             updated_at=now,
         )
@@ -286,8 +286,16 @@ def _set(d: Dispatch, **fields) -> None:
 def _offer(instance: Instance, d: Dispatch, vendor: Vendor, position: int, status: str) -> None:
     """Email the dispatch to one vendor. The silence timer runs from now and starts
     again when the email is sent: an email that cannot go out passes on too."""
-    deadline = clock.now() + timedelta(minutes=d.account.escalate_after_minutes)
-    _set(d, vendor=vendor, chain_position=position, status=status, escalate_at=deadline)
+    now = clock.now()
+    deadline = now + timedelta(minutes=d.account.escalate_after_minutes)
+    _set(
+        d,
+        vendor=vendor,
+        chain_position=position,
+        status=status,
+        escalate_at=deadline,
+        offered_at=now,
+    )
     queue_vendor_email(instance, d, vendor)
 
 
@@ -390,57 +398,104 @@ START_TIMER_SQL = (
 )
 
 
+# What a message's failure is called in the history, by channel; webhook deliveries are
+# listed on the webhooks page, and only one given up on is in a dispatch's history.
+FAILED_WORDS = {
+    "email": "the email to the vendor could not be delivered",
+    "sms": "the SMS to the vendor could not be delivered",
+    "push": "the push notification to the vendor could not be delivered",
+}
+
+
 class DispatchHooks(outbox.Hooks):
     def __init__(self, instance: Instance):
         self.instance = instance
 
-    def sent(self, row: OutboxEmail) -> None:
-        """A vendor email went out: record it and start that vendor's silence timer
-        (a few targeted statements: this runs once per email, under load)."""
-        if not row.dispatch_id or row.kind != "vendor":
+    def sent(self, row: OutboxMessage) -> None:
+        """A vendor's message went out: record it and start that vendor's silence timer
+        (a few targeted statements: this runs once per message, under load). A caller's
+        SMS is recorded too; webhook deliveries are on the webhooks page."""
+        if not row.dispatch_id or row.kind not in ("vendor", "caller"):
             return
         db.insert(
             DispatchEvent,
             dispatch=row.dispatch_id,
             account=row.account_id,
             at=row.sent_at,
-            kind="email_sent",
+            kind=f"{row.channel}_sent",
             vendor=row.vendor_id,
-            detail="",
+            detail="to the caller" if row.kind == "caller" else "",
         )
+        if row.kind != "vendor":
+            return
         execute = db.database.execute_sql
         minutes = execute(db.sql(ESCALATE_MINUTES_SQL), (row.account_id,)).fetchone()[0]
         due = row.sent_at + timedelta(minutes=minutes)
         execute(db.sql(START_TIMER_SQL), (due, row.sent_at, row.dispatch_id, row.vendor_id))
 
-    def failed(self, row: OutboxEmail, reason: str, dead: bool) -> None:
+    def failed(self, row: OutboxMessage, reason: str, dead: bool) -> None:
         if not row.dispatch_id:
             if dead and row.account_id and row.kind not in notify.OWNER_KINDS:
                 notify.dead_letter(self.instance, row)
             return
+        if row.channel == "webhook" and not dead:  # its tries are on the webhooks page
+            return
         d = db.locked(Dispatch, row.dispatch_id)
-        repeated_event(d, "email_failed", row.vendor_id, f"to {row.recipient}: {reason}")
+        to = "the caller" if row.kind == "caller" else row.recipient
+        if row.channel == "webhook":
+            to = f"the webhook endpoint {row.recipient}"
+        repeated_event(d, f"{row.channel}_failed", row.vendor_id, f"to {to}: {reason}")
         if not dead:
             return
-        if row.kind == "vendor" and d.status in WAITING and d.vendor_id == row.vendor_id:
-            _pass_on(
-                self.instance, d, "escalated", "the email to the vendor could not be delivered"
-            )
-        if row.kind not in notify.OWNER_KINDS:
+        if (
+            row.kind == "vendor"
+            and d.status in WAITING
+            and d.vendor_id == row.vendor_id
+            and not _offer_reaches(d, row)
+        ):
+            _pass_on(self.instance, d, "escalated", FAILED_WORDS[row.channel])
+        if row.kind not in notify.OWNER_KINDS and row.channel == "email":
             notify.dead_letter(self.instance, row, caller(self.instance, d))
 
 
-def deliver_outbox(instance: Instance, mailer=None) -> dict[str, int]:
-    """The scheduler's delivery pass (and the tests'): send what is due, through
-    ``mailer`` (an open mailer session) or the instance's mailer."""
-    return outbox.deliver_due(
-        mailer or instance.mailer,
-        instance.keys,
-        instance.sender,
-        DispatchHooks(instance),
-        lease=timedelta(seconds=instance.config.scheduler.lease_seconds),
-        state=instance.delivery,
+def _offer_reaches(d: Dispatch, row: OutboxMessage) -> bool:
+    """Another message of the offer this row was part of went out or is on its way: the
+    vendor may still answer by that channel, so the silence timer decides."""
+    since = d.offered_at or row.created_at
+    return (
+        OutboxMessage.select()
+        .where(
+            OutboxMessage.dispatch == d.id,
+            OutboxMessage.vendor == row.vendor_id,
+            OutboxMessage.kind == "vendor",
+            OutboxMessage.id != row.id,
+            OutboxMessage.status.in_(("queued", "sent")),
+            OutboxMessage.created_at >= since,
+        )
+        .exists()
     )
+
+
+def deliver_outbox(instance: Instance, sessions: dict | None = None) -> dict[str, int]:
+    """The scheduler's delivery pass (and the tests'): send what is due on every
+    channel, through ``sessions`` (open sessions by channel) or sessions of their own;
+    the counts summed over the channels, and ``most``: the most one channel tried."""
+    counts = {"sent": 0, "retry": 0, "dead": 0, "released": 0}
+    most = 0
+    hooks = DispatchHooks(instance)
+    lease = timedelta(seconds=instance.config.scheduler.lease_seconds)
+    for channel, deliverer in instance.deliverers.items():
+        got = outbox.deliver_due(
+            deliverer,
+            instance.keys,
+            hooks,
+            lease=lease,
+            state=instance.deliveries[channel],
+            session=(sessions or {}).get(channel),
+        )
+        counts = {kind: counts[kind] + got[kind] for kind in counts}
+        most = max(most, got["sent"] + got["retry"] + got["dead"])
+    return counts | {"most": most}
 
 
 # --- silence: escalation --------------------------------------------------------------

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from outofoffice import clock, db, scheduler
-from outofoffice.mail import outbox
+from outofoffice import clock, db, outbox, scheduler
 from outofoffice.models import Setting
 
 if TYPE_CHECKING:

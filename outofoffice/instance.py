@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from outofoffice import db, heartbeat, keys, migrations, traffic
+from outofoffice.channels import deliverers_for
+from outofoffice.channels.base import Deliverer
 from outofoffice.config import Config
 from outofoffice.mail import Mailer, mailer_for
-from outofoffice.mail.outbox import Delivery
 from outofoffice.models import Dispatch, Setting
+from outofoffice.outbox import Delivery
 
 
 class InstanceError(Exception):
@@ -134,10 +136,16 @@ class Instance:
         return mailer_for(self.config)
 
     @cached_property
-    def delivery(self) -> Delivery:
-        """What delivery passes remember (the mailer's circuit breaker among it): it
-        lives as long as the mailer."""
-        return Delivery()
+    def deliverers(self) -> dict[str, Deliverer]:
+        """The channels this installation sends by, each with its deliverer: email
+        always, SMS and push when configured, webhooks always (owners add them)."""
+        return {"email": self.mailer, **deliverers_for(self.config)}
+
+    @cached_property
+    def deliveries(self) -> dict[str, Delivery]:
+        """What delivery passes remember per channel (its circuit breaker among it):
+        it lives as long as the deliverers."""
+        return {channel: Delivery.of(d) for channel, d in self.deliverers.items()}
 
     @property
     def sender(self) -> str:

@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from outofoffice import db, keys
 from outofoffice.config import Config
 from outofoffice.instance import record_key
-from outofoffice.models import Dispatch, MagicLink, OutboxEmail
+from outofoffice.models import Dispatch, MagicLink, OutboxMessage
 
 ENCRYPTED = (
     (Dispatch, ("caller_name", "caller_phone", "description")),
-    (OutboxEmail, ("body_text", "body_html")),
+    (OutboxMessage, ("body_text", "body_html")),
     (MagicLink, ("payload",)),
 )
 BATCH = 200

@@ -42,6 +42,12 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def new_push_topic() -> str:
+    """A vendor's ntfy topic: whoever knows it can read the vendor's notifications (on
+    ntfy.sh a topic is its password), so it is as unguessable as a token."""
+    return "ooo-" + secrets.token_urlsafe(18)
+
+
 def hash_token(token: str) -> str:
     """How every bearer token is stored: sha256, hex."""
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()

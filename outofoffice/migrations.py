@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import peewee
 
-from outofoffice import db, models
+from outofoffice import db, keys, models
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def _add_missing_columns(database: peewee.Database, table: str, fields: dict) ->
 def _v3_many_processes(database: peewee.Database) -> None:
     """Claims on outbox rows, the processes' heartbeats, which key wrote the data."""
     fields = {
-        "claimed_by": models.OutboxEmail.claimed_by,
-        "claimed_until": models.OutboxEmail.claimed_until,
+        "claimed_by": models.OutboxMessage.claimed_by,
+        "claimed_until": models.OutboxMessage.claimed_until,
     }
     _add_missing_columns(database, "outbox", fields)
     database.create_tables([models.ProcessBeat, models.Setting])
@@ -69,8 +69,35 @@ def _v4_firm_branding(database: peewee.Database) -> None:
 
 def _v5_outbox_priority(database: peewee.Database) -> None:
     """Emergencies first when a backlog is sent."""
-    _add_missing_columns(database, "outbox", {"priority": models.OutboxEmail.priority})
+    _add_missing_columns(database, "outbox", {"priority": models.OutboxMessage.priority})
     database.execute_sql("UPDATE outbox SET priority = 1 WHERE kind = 'vendor'")
+
+
+def _v6_channels(database: peewee.Database) -> None:
+    """SMS, push and webhooks: every channel's messages in the one outbox."""
+    outbox = models.OutboxMessage
+    _add_missing_columns(
+        database,
+        "outbox",
+        {
+            "channel": outbox.channel,
+            "provider_id": outbox.provider_id,
+            "last_status": outbox.last_status,
+            "endpoint_id": outbox.endpoint_id,
+        },
+    )
+    _add_missing_columns(
+        database,
+        "vendor",
+        {"channels": models.Vendor.channels, "push_topic": models.Vendor.push_topic},
+    )
+    _add_missing_columns(database, "account", {"caller_sms": models.Account.caller_sms})
+    _add_missing_columns(database, "dispatch", {"offered_at": models.Dispatch.offered_at})
+    database.create_tables([models.WebhookEndpoint])
+    for vendor_id in [v.id for v in models.Vendor.select(models.Vendor.id)]:
+        models.Vendor.update(push_topic=keys.new_push_topic()).where(
+            models.Vendor.id == vendor_id, models.Vendor.push_topic == ""
+        ).execute()
 
 
 STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
@@ -79,6 +106,7 @@ STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("claims and heartbeats for many processes", _v3_many_processes),
     ("the firm's colour and logo", _v4_firm_branding),
     ("emergencies first in the outbox", _v5_outbox_priority),
+    ("SMS, push and webhooks", _v6_channels),
 ]
 LATEST = len(STEPS)
 

@@ -49,6 +49,7 @@ class Account(BaseModel):
     billing_status = peewee.CharField(max_length=32, default="")
     brand_colour = peewee.CharField(max_length=16, default="")  # a name from BRAND_COLOURS
     logo_hash = peewee.CharField(max_length=64, default="")  # "" = no logo; names its URL
+    caller_sms = peewee.BooleanField(default=False)  # callers get their updates by SMS
 
 
 class Vendor(BaseModel):
@@ -60,6 +61,10 @@ class Vendor(BaseModel):
     notes = peewee.TextField(default="")
     active = peewee.BooleanField(default=True)
     created_at = peewee.DateTimeField(default=clock.now)
+    # how the vendor is reached besides email (schema step 6): a subset of
+    # email, sms, push, email always among them; and the vendor's own ntfy topic
+    channels = JSONField(default=lambda: ["email"])
+    push_topic = peewee.CharField(max_length=64, default="")
 
 
 class Subject(BaseModel):
@@ -113,6 +118,7 @@ class Dispatch(BaseModel):
     vendor = peewee.ForeignKeyField(Vendor, null=True, on_delete="SET NULL")
     status_token_hash = peewee.CharField(max_length=64, unique=True)
     escalate_at = peewee.DateTimeField(null=True, index=True)
+    offered_at = peewee.DateTimeField(null=True)  # when the current vendor was asked
     created_at = peewee.DateTimeField(default=clock.now, index=True)
     updated_at = peewee.DateTimeField(default=clock.now)
 
@@ -126,13 +132,27 @@ class DispatchEvent(BaseModel):
     detail = peewee.TextField(default="")
 
 
-class OutboxEmail(BaseModel):
+class WebhookEndpoint(BaseModel):
+    """An owner's URL that hears of the account's dispatches (schema step 6)."""
+
+    account = _fk(Account, backref="webhook_endpoints")
+    url = peewee.TextField()
+    secret = peewee.TextField()  # encrypted "whsec_..."
+    events = JSONField(default=list)  # dispatch.created, dispatch.accepted, ...
+    active = peewee.BooleanField(default=True)
+    created_at = peewee.DateTimeField(default=clock.now)
+
+
+class OutboxMessage(BaseModel):
+    """One message to send, whatever its channel: an email, an SMS, a push
+    notification or a webhook delivery."""
+
     account = _fk(Account, null=True)
     dispatch = _fk(Dispatch, null=True)
     vendor = peewee.ForeignKeyField(Vendor, null=True, on_delete="SET NULL")
-    kind = peewee.CharField(max_length=32)  # login|signup|vendor|owner|alert|digest
-    recipient = peewee.CharField(max_length=254)
-    subject = peewee.CharField(max_length=255)
+    kind = peewee.CharField(max_length=32)  # login|signup|vendor|owner|alert|digest|caller|...
+    recipient = peewee.CharField(max_length=254)  # address, E.164 phone, topic, endpoint host
+    subject = peewee.CharField(max_length=255)  # the email's subject, push title, event type
     body_text = peewee.TextField(default="")  # encrypted; emptied once delivered
     body_html = peewee.TextField(default="")  # encrypted; emptied once delivered
     headers = JSONField(default=dict)
@@ -150,6 +170,14 @@ class OutboxEmail(BaseModel):
     # what goes first when the relay answers again (schema step 5): the vendor of an
     # emergency, other vendors, then owners' notices, sign-in emails and digests
     priority = peewee.SmallIntegerField(default=2)
+    # schema step 6: email|sms|push|webhook; the provider's id for it (a Twilio message
+    # SID, for its delivery reports); the HTTP status of the last try; a webhook's
+    # endpoint (no foreign key: step 1 builds this table before endpoints exist; the
+    # endpoint's deletion deletes its rows)
+    channel = peewee.CharField(max_length=16, default="email")
+    provider_id = peewee.CharField(max_length=64, default="", index=True)
+    last_status = peewee.SmallIntegerField(null=True)
+    endpoint_id = peewee.IntegerField(null=True, index=True)
 
     class Meta:
         table_name = "outbox"
@@ -266,7 +294,7 @@ V1_MODELS = [
     RouteVendor,
     Dispatch,
     DispatchEvent,
-    OutboxEmail,
+    OutboxMessage,
     MagicLink,
     Session,
     Invite,
@@ -275,4 +303,4 @@ V1_MODELS = [
     IPBlock,
     RequestCount,
 ]
-MODELS = [*V1_MODELS, JobRun, ProcessBeat, Setting, Logo]
+MODELS = [*V1_MODELS, JobRun, ProcessBeat, Setting, Logo, WebhookEndpoint]

@@ -8,9 +8,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from outofoffice import clock, db, routing
-from outofoffice.mail import outbox
-from outofoffice.models import Account, Dispatch, DispatchEvent, OutboxEmail
+from outofoffice import clock, db, outbox, routing
+from outofoffice.models import Account, Dispatch, DispatchEvent, OutboxMessage
 from outofoffice.templating import render_email
 
 if TYPE_CHECKING:
@@ -109,7 +108,7 @@ def alert(instance: Instance, d: Dispatch, problem: str, caller: dict) -> None:
     )
 
 
-def dead_letter(instance: Instance, row: OutboxEmail, caller: dict | None = None) -> None:
+def dead_letter(instance: Instance, row: OutboxMessage, caller: dict | None = None) -> None:
     """An email could not be delivered in its lifetime: the owner should know."""
     account = Account.get_or_none(Account.id == row.account_id)
     if account is None or account.notify == "none":
@@ -136,11 +135,11 @@ def send_digests(instance: Instance) -> int:
         if routing.local_time(account, now).hour != account.digest_hour:
             continue
         already = (
-            OutboxEmail.select()
+            OutboxMessage.select()
             .where(
-                OutboxEmail.account == account,
-                OutboxEmail.kind == "digest",
-                OutboxEmail.created_at > now - timedelta(hours=20),
+                OutboxMessage.account == account,
+                OutboxMessage.kind == "digest",
+                OutboxMessage.created_at > now - timedelta(hours=20),
             )
             .exists()
         )

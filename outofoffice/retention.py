@@ -28,7 +28,7 @@ from outofoffice.models import (
     IPRecord,
     JobRun,
     MagicLink,
-    OutboxEmail,
+    OutboxMessage,
     RequestCount,
     Route,
     RouteVendor,
@@ -75,9 +75,9 @@ def sign_in_emails(config: Config) -> int:
     who asked to sign in, and serve nothing after that."""
     cutoff = clock.now() - timedelta(minutes=config.retention.magic_link_minutes)
     return _delete_in_batches(
-        OutboxEmail,
-        OutboxEmail.kind.in_(("login", "signup", "email_change"))
-        & (OutboxEmail.created_at <= cutoff),
+        OutboxMessage,
+        OutboxMessage.kind.in_(("login", "signup", "email_change"))
+        & (OutboxMessage.created_at <= cutoff),
     )
 
 
@@ -87,11 +87,13 @@ def account_deletions(config: Config) -> int:
     now = clock.now()
     done = 0
     for account in Account.select().where(Account.status == "deleting"):
-        sent = [r.message_id for r in OutboxEmail.select().where(OutboxEmail.account == account)]
+        sent = [
+            r.message_id for r in OutboxMessage.select().where(OutboxMessage.account == account)
+        ]
         addresses = {account.email} | {v.email for v in account.vendors}
         for model, column in (
             (DispatchEvent, DispatchEvent.account),
-            (OutboxEmail, OutboxEmail.account),
+            (OutboxMessage, OutboxMessage.account),
             (Dispatch, Dispatch.account),
             (IPRecord, IPRecord.account),
         ):
@@ -157,10 +159,10 @@ SWEPT: dict[str, tuple[type[peewee.Model], ...]] = {
     "magic links": (MagicLink,),
     "sessions": (Session,),
     "IP records": (IPRecord,),
-    "sign-in emails": (OutboxEmail,),
+    "sign-in emails": (OutboxMessage,),
     "account deletions": (
         DispatchEvent,
-        OutboxEmail,
+        OutboxMessage,
         Dispatch,
         IPRecord,
         Account,

@@ -13,15 +13,15 @@ import fcntl
 import logging
 import os
 import threading
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from outofoffice import db, dispatch, heartbeat, notify, retention
+from outofoffice import db, dispatch, heartbeat, notify, outbox, retention
 from outofoffice.config import Config
 from outofoffice.instance import Instance
-from outofoffice.mail import outbox
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Scheduler:
 
     def deliver_outbox(self) -> None:
         """Passes of a few rows each until nothing is due and nothing new came in; one
-        mailer session (an SMTP connection) serves the whole run. Wakes meanwhile only
+        session per channel (an SMTP connection) serves the whole run. Wakes meanwhile only
         set the flag (asking APScheduler to start a running job again would log a
         warning per wake); one that came as the run ended makes it go again."""
         while True:
@@ -169,17 +169,17 @@ class Scheduler:
                 return
 
     def _deliver_until_done(self) -> None:
-        with self.instance.mailer.session() as session, db.connection():
+        with ExitStack() as stack, db.connection():
+            sessions = {
+                channel: stack.enter_context(deliverer.session())
+                for channel, deliverer in self.instance.deliverers.items()
+            }
             while True:
                 self._outbox_wanted.clear()
-                counts = dispatch.deliver_outbox(self.instance, session)
-                if any(counts.values()):
-                    log.info("outbox: %s", ", ".join(f"{k} {v}" for k, v in counts.items() if v))
-                tried = counts["sent"] + counts["retry"] + counts["dead"]
-                if (
-                    not (self._outbox_wanted.is_set() or counts["released"])
-                    and tried < outbox.BATCH
-                ):
+                counts = dispatch.deliver_outbox(self.instance, sessions)
+                if done := {k: v for k, v in counts.items() if v and k != "most"}:
+                    log.info("outbox: %s", ", ".join(f"{k} {v}" for k, v in done.items()))
+                if not (self._outbox_wanted.is_set() or outbox.more_due(counts)):
                     return
 
     def escalate(self) -> None:

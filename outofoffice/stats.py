@@ -10,7 +10,7 @@ import peewee
 
 from outofoffice import clock, db, heartbeat
 from outofoffice.config import Config
-from outofoffice.models import Account, Dispatch, JobRun, OutboxEmail
+from outofoffice.models import Account, Dispatch, JobRun, OutboxMessage
 from outofoffice.portability import iso
 
 
@@ -21,8 +21,8 @@ def _by_status(model) -> dict[str, int]:
 
 def collect(config: Config) -> dict:
     now = clock.now()
-    queued = OutboxEmail.select().where(OutboxEmail.status == "queued")
-    oldest = queued.select(peewee.fn.MIN(OutboxEmail.created_at)).scalar()
+    queued = OutboxMessage.select().where(OutboxMessage.status == "queued")
+    oldest = queued.select(peewee.fn.MIN(OutboxMessage.created_at)).scalar()
     sweep = JobRun.get_or_none(JobRun.job == "sweep")
     database = {"url": config.database_display}
     if db.is_sqlite():
@@ -41,7 +41,7 @@ def collect(config: Config) -> dict:
         "outbox": {
             "queued": queued.count(),
             "oldest_queued_minutes": int((now - oldest).total_seconds() // 60) if oldest else None,
-            "dead": OutboxEmail.select().where(OutboxEmail.status == "dead").count(),
+            "dead": OutboxMessage.select().where(OutboxMessage.status == "dead").count(),
         },
         "last_sweep": {"at": iso(sweep.finished_at), "removed": sweep.summary} if sweep else None,
         "database": database,

@@ -18,9 +18,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import webtest
 
-from outofoffice import accounts, clock, config, db, dispatch, owner_setup
+from outofoffice import accounts, clock, config, db, dispatch, outbox, owner_setup
 from outofoffice.instance import Instance
-from outofoffice.mail import outbox
 from outofoffice.models import Category
 from outofoffice.web import create_app
 from tests import postgres
@@ -188,7 +187,7 @@ def deliver(instance: Instance) -> dict[str, int]:
         while True:
             counts = dispatch.deliver_outbox(instance)
             total = {k: total[k] + counts[k] for k in total}
-            if not counts["released"] and sum(counts.values()) < outbox.BATCH:
+            if not outbox.more_due(counts):
                 return total
 
 

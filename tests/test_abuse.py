@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from outofoffice import clock, db
 from outofoffice.cli import cli
-from outofoffice.models import Dispatch, IPRecord, OutboxEmail
+from outofoffice.models import Dispatch, IPRecord, OutboxMessage
 from tests.conftest import client, request_form
 
 
@@ -64,7 +64,7 @@ def test_one_address_asking_for_many_sign_in_emails_is_cut_off(make_instance, re
     for email in ("ann@alpha.example", "bob@beta.example", "ann@alpha.example"):
         assert app.post("/login", {"email": email}).status_int == 200
     with db.connection():
-        assert OutboxEmail.select().count() == 2
+        assert OutboxMessage.select().count() == 2
 
 
 def test_the_honeypot_must_stay_empty(app, firm):
@@ -89,7 +89,7 @@ def test_a_routing_form_without_a_valid_token_sends_nothing(app, firm, token):
     assert "send it again" in page.text
     assert "Water in the hall" in page.text  # what the caller typed is kept
     with db.connection():
-        assert Dispatch.select().count() == 0 and OutboxEmail.select().count() == 0
+        assert Dispatch.select().count() == 0 and OutboxMessage.select().count() == 0
     # the page carries a fresh token: sending it again works
     form["form_token"] = token_of(page)
     assert app.post("/r/alpha", form).status_int == 303

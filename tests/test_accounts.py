@@ -6,7 +6,7 @@ import pytest
 
 from outofoffice import accounts, clock, db
 from outofoffice.keys import hash_token
-from outofoffice.models import Account, Category, MagicLink, OutboxEmail, Session, SlugHold
+from outofoffice.models import Account, Category, MagicLink, OutboxMessage, Session, SlugHold
 from tests.conftest import dump_database
 
 SIGNUP = {
@@ -125,14 +125,14 @@ def test_disabling_an_account_ends_its_sessions_and_links(instance, owners):
     with pytest.raises(accounts.LinkError):
         accounts.consume_link(instance, token)
     accounts.request_login(instance, "ann@alpha.example")
-    assert OutboxEmail.select().count() == 0
+    assert OutboxMessage.select().count() == 0
 
 
 def test_login_for_an_unknown_address_queues_nothing(instance, owners):
     accounts.request_login(instance, "nobody@example.com")
-    assert OutboxEmail.select().count() == 0
+    assert OutboxMessage.select().count() == 0
     accounts.request_login(instance, " ANN@alpha.example")
-    assert OutboxEmail.select().where(OutboxEmail.recipient == "ann@alpha.example").count() == 1
+    assert OutboxMessage.select().where(OutboxMessage.recipient == "ann@alpha.example").count() == 1
 
 
 def test_signup_creates_the_account_only_when_the_link_is_used(instance, conn, mailbox):
@@ -169,7 +169,7 @@ def test_pending_signup_details_are_encrypted(instance, conn):
 def test_signup_with_a_disabled_accounts_address_sends_nothing(instance, owners):
     accounts.set_status("alpha", "disabled")
     accounts.request_signup(instance, {**SIGNUP, "email": "ann@alpha.example"})
-    assert OutboxEmail.select().count() == 0
+    assert OutboxMessage.select().count() == 0
 
 
 def test_invisible_formatting_characters_are_refused_in_names(conn):

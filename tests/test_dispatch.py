@@ -8,7 +8,7 @@ import pytest
 from outofoffice import clock, config, db, dispatch, notify, owner_setup, routing
 from outofoffice.errors import ValidationError
 from outofoffice.instance import Instance
-from outofoffice.models import Account, Dispatch, DispatchEvent, OutboxEmail
+from outofoffice.models import Account, Dispatch, DispatchEvent, OutboxMessage
 from tests.conftest import deliver, dump_database, request_form
 from tests.smtp_sink import SMTPSink
 
@@ -63,7 +63,9 @@ def test_a_request_is_stored_with_its_events_and_vendor_email_in_one_go(instance
     assert kinds(d)[:3] == ["submitted", "routed", "email_queued"]
     assert d.status == "sent" and d.vendor_id == firm["vera"].id
     assert re_reference(d.reference)
-    assert OutboxEmail.select().where(OutboxEmail.recipient == "vera@plumb.example").count() == 1
+    assert (
+        OutboxMessage.select().where(OutboxMessage.recipient == "vera@plumb.example").count() == 1
+    )
     assert dispatch.by_status_token(sub.status_token).id == d.id
 
 
@@ -202,7 +204,7 @@ def test_bad_input_names_the_field_and_stores_nothing(instance, firm, field, val
     with pytest.raises(ValidationError) as caught:
         dispatch.submit(instance, firm["account"], request_form(firm, **{field: value}))
     assert fragment in caught.value.errors[field]
-    assert Dispatch.select().count() == 0 and OutboxEmail.select().count() == 0
+    assert Dispatch.select().count() == 0 and OutboxMessage.select().count() == 0
 
 
 def test_another_firms_subject_is_refused(instance, firm, owners):
@@ -265,10 +267,10 @@ def test_a_vendor_email_that_cannot_be_delivered_moves_on(instance, firm, mailbo
     failed = DispatchEvent.get(DispatchEvent.dispatch == d, DispatchEvent.kind == "email_failed")
     assert "550" in failed.detail and failed.vendor.name == "Vera Plumb"
     assert d.vendor.name == "Walt Water" and d.status == "escalated"
-    dead = OutboxEmail.get(OutboxEmail.recipient == "vera@plumb.example")
+    dead = OutboxMessage.get(OutboxMessage.recipient == "vera@plumb.example")
     assert dead.status == "dead"
-    alerts = OutboxEmail.select().where(
-        OutboxEmail.kind == "alert", OutboxEmail.recipient == "ann@alpha.example"
+    alerts = OutboxMessage.select().where(
+        OutboxMessage.kind == "alert", OutboxMessage.recipient == "ann@alpha.example"
     )
     assert alerts.count() == 1
 

@@ -18,10 +18,9 @@ from datetime import timedelta
 import pytest
 from click.testing import CliRunner
 
-from outofoffice import clock, config, db, health, portability
+from outofoffice import clock, config, db, health, outbox, portability
 from outofoffice.cli import cli
 from outofoffice.instance import Instance
-from outofoffice.mail import outbox
 from outofoffice.models import Setting
 from tests.conftest import client, request_form
 

@@ -12,11 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import peewee
 import pytest
 
-from outofoffice import clock, db
+from outofoffice import breaker, clock, db, outbox
 from outofoffice.instance import Instance
-from outofoffice.mail import Message, breaker, outbox
+from outofoffice.mail import Message
 from outofoffice.mail.filedrop import FileMailer
-from outofoffice.models import OutboxEmail
+from outofoffice.models import OutboxMessage
 from outofoffice.scheduler import Scheduler
 from tests.conftest import deliver
 from tests.smtp_sink import SMTPSink, free_port
@@ -45,7 +45,7 @@ def smtp_instance(make_instance, port, sections=None, **smtp):
 
 def row(row_id):
     with db.connection():
-        return OutboxEmail.get_by_id(row_id)
+        return OutboxMessage.get_by_id(row_id)
 
 
 def test_the_file_mailer_writes_one_complete_eml_per_message(instance, mailbox):
@@ -268,13 +268,13 @@ def test_a_deliverer_whose_claim_ran_out_and_was_taken_sends_nothing(instance, m
     past its lease, the second claimed it since. Only the second sends it."""
     row_id = queue(instance, subject="Pipe burst")
     lease = timedelta(seconds=120)
-    send = (instance.mailer, instance.keys, instance.sender, outbox.Hooks())
+    send = (instance.mailer, instance.keys, outbox.Hooks())
     with db.connection():
-        stalled, first = outbox._due(10, lease)
+        stalled, first = outbox._due("email", 10, lease)
         db.database.execute_sql(
             'UPDATE "outbox" SET "claimed_until" = "claimed_until" - interval \'1 hour\''
         )
-        taken, second = outbox._due(10, lease)
+        taken, second = outbox._due("email", 10, lease)
         assert [r.id for r in stalled] == [r.id for r in taken] == [row_id]
         assert outbox.send_claimed(stalled[0], first, lease, *send) is None
         assert mailbox.deliver() == []
@@ -287,8 +287,8 @@ def test_a_deliverer_whose_claim_ran_out_and_was_taken_sends_nothing(instance, m
 def test_a_live_claim_is_not_taken_by_another_process(instance, mailbox):
     queue(instance)
     with db.connection():
-        mine, _ = outbox._due(10, timedelta(seconds=120))
-        theirs, _ = outbox._due(10, timedelta(seconds=120))
+        mine, _ = outbox._due("email", 10, timedelta(seconds=120))
+        theirs, _ = outbox._due("email", 10, timedelta(seconds=120))
     assert len(mine) == 1 and theirs == []
 
 
@@ -298,7 +298,9 @@ def test_on_sqlite_a_row_still_marked_claimed_is_sent_once(instance, mailbox):
     on SQLite sends and records it all the same."""
     row_id = queue(instance, subject="Copied over")
     with db.connection(), db.write():
-        OutboxEmail.update(claimed_by="old-host:1:abcd").where(OutboxEmail.id == row_id).execute()
+        OutboxMessage.update(claimed_by="old-host:1:abcd").where(
+            OutboxMessage.id == row_id
+        ).execute()
     assert [m["Subject"] for m in mailbox.deliver()] == ["Copied over"]
     assert mailbox.deliver() == []
     assert row(row_id).status == "sent"
@@ -367,7 +369,7 @@ def test_a_send_a_stopped_process_never_recorded_goes_again_after_the_lease_with
         assert deliver(restarted)["sent"] == 0  # both wait for the lease of that pass
         clock.advance(timedelta(seconds=instance.config.scheduler.lease_seconds + 1))
         assert deliver(restarted)["sent"] == 2
-    assert "emails #1, #2 were claimed by a pass that never recorded" in caplog.text
+    assert "email messages #1, #2 were claimed by a pass that never recorded" in caplog.text
     assert [m["Subject"] for m in sink.messages] == ["Pipe burst", "Pipe burst", "Leak"]
     assert sink.messages[0]["Message-ID"] == sink.messages[1]["Message-ID"]
     assert row(first).status == "sent"
@@ -391,7 +393,7 @@ def test_when_the_relay_is_down_it_is_probed_and_the_backlog_goes_at_once_when_i
         assert sum(row(r).attempts for r in rows) == breaker.OPEN_AFTER + 1
         with db.connection(), db.write():  # as after many tries: backed off for minutes
             later = clock.now() + timedelta(minutes=5)
-            OutboxEmail.update(next_attempt_at=later).where(OutboxEmail.attempts > 0).execute()
+            OutboxMessage.update(next_attempt_at=later).where(OutboxMessage.attempts > 0).execute()
         sink.refuse = ""
         clock.advance(breaker.PROBE_EVERY)
         counts = deliver(instance)
@@ -433,7 +435,7 @@ def test_on_sqlite_the_next_scheduler_sends_what_a_killed_one_had_claimed_at_onc
     """The lock file says the process that claimed it is gone: no lease to wait out."""
     row_id = queue(instance, subject="Pipe burst")
     with db.connection():
-        claimed, _ = outbox._due(10, timedelta(seconds=120))  # then killed before sending
+        claimed, _ = outbox._due("email", 10, timedelta(seconds=120))  # then killed before sending
     assert [r.id for r in claimed] == [row_id]
     assert mailbox.deliver() == []  # the claim holds
     scheduler = Scheduler(instance)
@@ -480,7 +482,7 @@ def test_a_send_whose_history_cannot_be_written_is_marked_sent_and_never_sent_ag
         first = queue(instance, subject="Pipe burst")
         others = [queue(instance, subject=f"Leak {n}") for n in range(3)]
         state = outbox.Delivery()
-        send = (instance.mailer, instance.keys, instance.sender, HistoryRefused(error))
+        send = (instance.mailer, instance.keys, HistoryRefused(error))
         with db.connection():
             assert outbox.deliver_due(*send, state=state)["sent"] == 4
             clock.advance(timedelta(seconds=instance.config.scheduler.lease_seconds + 1))
@@ -500,7 +502,7 @@ def test_a_process_that_starts_while_mail_fails_does_not_say_it_goes_through(mak
             since = outbox.failing_since()
             assert since is not None
             # another process starts: it has heard nothing from the relay yet
-            send = (instance.mailer, instance.keys, instance.sender, outbox.Hooks())
+            send = (instance.mailer, instance.keys, outbox.Hooks())
             outbox.deliver_due(*send, state=outbox.Delivery())
             assert outbox.failing_since() == since
             clock.advance(timedelta(minutes=10))

@@ -2,44 +2,38 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from outofoffice.channels.base import Deliverer, DeliveryError
+from outofoffice.mail.message import Message
+
 if TYPE_CHECKING:
-    from outofoffice.config import Config
-    from outofoffice.mail.message import Message
+    from outofoffice.keys import Keys
+    from outofoffice.models import OutboxMessage
 
 
-class MailError(Exception):
+class MailError(DeliveryError):
     """A failed send. ``permanent`` ones are not retried (dead letter at once)."""
 
-    def __init__(self, reason: str, permanent: bool = False, retry_after: float | None = None):
-        super().__init__(reason)
-        self.permanent = permanent
-        self.retry_after = retry_after
 
+class Mailer(Deliverer):
+    channel = "email"
 
-class Mailer(ABC):
-    name = ""
+    @property
+    def sender(self) -> str:
+        return self.config.mail.from_
 
-    def __init__(self, config: Config):
-        self.config = config
-
-    @abstractmethod
-    def send(self, message: Message) -> None:
-        """Hand the message over, or raise MailError."""
-
-    @contextmanager
-    def session(self) -> Iterator[Mailer]:
-        """What a delivery pass sends through; backends with connections keep one open
-        for the whole pass (see SMTPMailer)."""
-        yield self
-
-    def problems(self) -> list[str]:
-        """What stops this backend from working, for `outofoffice check`."""
-        return []
-
-    def describe(self) -> str:
-        return self.name
+    def compose(self, row: OutboxMessage, keys: Keys) -> Message:
+        headers = dict(row.headers or {})
+        reply_to = headers.pop("Reply-To", "")
+        return Message(
+            sender=self.sender,
+            to=row.recipient,
+            subject=row.subject,
+            text=keys.decrypt(row.body_text),
+            html=keys.decrypt(row.body_html),
+            message_id=row.message_id,
+            reply_to=reply_to,
+            headers=headers,
+            tags={"kind": row.kind},
+        )

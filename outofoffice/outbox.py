@@ -1,8 +1,11 @@
-"""The outbox: emails are rows written in the caller's transaction, delivered later.
+"""The outbox: every message, whatever its channel, is a row written in the caller's
+transaction and delivered later.
 
-A web request never talks to a mail server. Delivery is at least once: a row is
-marked sent only after the mailer accepted it, so a crash in between means a second
-try with the same Message-ID (and Idempotency-Key), never a lost email.
+A web request never talks to a mail server, Twilio, ntfy or a webhook endpoint.
+Delivery is at least once: a row is marked sent only after its deliverer handed it
+over, so a crash in between means a second try with the same id (Message-ID,
+Idempotency-Key, webhook-id), never a lost message. Each channel has its own pass and
+circuit breaker: Twilio being down holds back no email.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import random
 import secrets
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -20,11 +24,11 @@ import peewee
 from peewee import fn
 
 from outofoffice import clock, db, heartbeat
+from outofoffice.breaker import Breaker
+from outofoffice.channels.base import CHANNELS, Deliverer, DeliveryError, Receipt
 from outofoffice.keys import Keys
-from outofoffice.mail.base import Mailer, MailError
-from outofoffice.mail.breaker import Breaker
-from outofoffice.mail.message import Message, header_safe, is_address
-from outofoffice.models import Account, OutboxEmail, Setting
+from outofoffice.mail.message import header_safe, is_address
+from outofoffice.models import Account, OutboxMessage, Setting
 
 log = logging.getLogger(__name__)
 
@@ -83,30 +87,87 @@ def enqueue(
     headers: dict[str, str] | None = None,
     lifetime: timedelta = LIFETIME,
     emergency: bool = False,
-) -> OutboxEmail:
+) -> OutboxMessage:
     """Queue one email inside the caller's transaction; bodies are stored encrypted.
     ``emergency``: a vendor's email about an emergency goes first."""
     if not is_address(to):
         raise ValueError(f"not a single email address: {to!r}")
-    now = clock.now()
-    values = dict(
+    return _insert(
+        keys,
+        channel="email",
         account=account,
         dispatch=dispatch,
         vendor=vendor,
         kind=kind,
         recipient=header_safe(to),
         subject=header_safe(subject)[:255],
-        body_text=keys.encrypt(text),
-        body_html=keys.encrypt(html),
+        body_text=text,
+        body_html=html,
         headers={"Reply-To": reply_to, **(headers or {})} if reply_to else dict(headers or {}),
         message_id=new_message_id(sender),
+        lifetime=lifetime,
+        priority=priority_of(kind, emergency),
+    )
+
+
+def priority_of(kind: str, emergency: bool) -> int:
+    """What goes first when a backlog is sent: the vendor of an emergency, other
+    vendors, then callers' and owners' messages, sign-in emails and digests."""
+    return 0 if emergency else 1 if kind == "vendor" else 2
+
+
+def enqueue_message(
+    keys: Keys,
+    *,
+    channel: str,
+    to: str,
+    body: str,
+    kind: str,
+    title: str = "",
+    account=None,
+    dispatch=None,
+    vendor=None,
+    endpoint_id: int | None = None,
+    message_id: str = "",
+    lifetime: timedelta = LIFETIME,
+    emergency: bool = False,
+) -> OutboxMessage:
+    """Queue an SMS, a push notification or a webhook delivery inside the caller's
+    transaction. ``body`` (the text, or the JSON to post) is stored encrypted; ``to``
+    is the phone number, the topic or the endpoint's host; ``message_id`` the id the
+    far end may use to drop a repeat."""
+    if channel not in CHANNELS or channel == "email":
+        raise ValueError(f"not a channel for enqueue_message: {channel!r}")
+    return _insert(
+        keys,
+        channel=channel,
+        account=account,
+        dispatch=dispatch,
+        vendor=vendor,
+        endpoint_id=endpoint_id,
+        kind=kind,
+        recipient=to[:254],
+        subject=title[:255],
+        body_text=body,
+        body_html="",
+        headers={},
+        message_id=message_id or f"{channel}_{uuid.uuid4().hex}",
+        lifetime=lifetime,
+        priority=priority_of(kind, emergency),
+    )
+
+
+def _insert(keys: Keys, *, lifetime: timedelta, body_text: str, body_html: str, **values):
+    now = clock.now()
+    values |= dict(
+        body_text=keys.encrypt(body_text),
+        body_html=keys.encrypt(body_html) if body_html else "",
         next_attempt_at=now,
         created_at=now,
         expires_at=now + lifetime,
-        priority=0 if emergency else 1 if kind == "vendor" else 2,
     )
-    row = OutboxEmail(**values)
-    row.id = db.insert(OutboxEmail, **values)
+    row = OutboxMessage(**values)
+    row.id = db.insert(OutboxMessage, **values)
     return row
 
 
@@ -116,6 +177,7 @@ def enqueue(
 MARK_SENT = (
     'UPDATE "outbox" SET "status" = \'sent\', "sent_at" = ?, "attempts" = ?,'
     " \"body_text\" = '', \"body_html\" = '', \"last_error\" = '',"
+    ' "provider_id" = ?, "last_status" = ?,'
     ' "claimed_by" = NULL, "claimed_until" = NULL WHERE "id" = ? AND "status" = \'queued\''
 )
 # PostgreSQL. Leases run on the database's clock, so machines whose clocks disagree
@@ -128,7 +190,7 @@ LEASE_ENDS = f"{DB_NOW} + %s * interval '1 second'"
 CLAIM_SQL = (
     'WITH "due" AS (SELECT o."id", o."claimed_by" AS "was_claimed_by" FROM "outbox" o'  # noqa: S608
     ' LEFT JOIN "account" a ON a."id" = o."account_id"'
-    ' WHERE o."status" = \'queued\' AND o."next_attempt_at" <= %s'
+    ' WHERE o."status" = \'queued\' AND o."channel" = %s AND o."next_attempt_at" <= %s'
     f' AND (o."claimed_until" IS NULL OR o."claimed_until" <= {DB_NOW})'
     ' AND (o."account_id" IS NULL OR a."status" = \'active\')'
     ' ORDER BY o."priority", o."next_attempt_at", o."id" LIMIT %s'
@@ -150,51 +212,40 @@ def retry_delay(attempts: int) -> float:
     return base * random.uniform(0.8, 1.2)
 
 
-def message_for(row: OutboxEmail, keys: Keys, sender: str) -> Message:
-    headers = dict(row.headers or {})
-    reply_to = headers.pop("Reply-To", "")
-    return Message(
-        sender=sender,
-        to=row.recipient,
-        subject=row.subject,
-        text=keys.decrypt(row.body_text),
-        html=keys.decrypt(row.body_html),
-        message_id=row.message_id,
-        reply_to=reply_to,
-        headers=headers,
-        tags={"kind": row.kind},
-    )
-
-
 def _deliverable():
     """Rows that may go out: none of a disabled or deleted firm's mail (no caller's
     details leave after the owner closed the account)."""
     active = Account.select(Account.id).where(Account.status == "active")
-    return OutboxEmail.account.is_null() | OutboxEmail.account.in_(active)
+    return OutboxMessage.account.is_null() | OutboxMessage.account.in_(active)
 
 
 def backlog() -> int:
-    return OutboxEmail.select().where(OutboxEmail.status == "queued", _deliverable()).count()
+    return OutboxMessage.select().where(OutboxMessage.status == "queued", _deliverable()).count()
 
 
-# The installation's mail state, shared by every process: when the mailer began failing
-# with nothing getting through since (a UTC ISO time), absent while mail goes through.
+# The installation's state of each channel, shared by every process: when its
+# deliverer began failing with nothing getting through since (a UTC ISO time), absent
+# while messages go through.
 FAILING_SINCE = "mail-failing-since"
 
 
-def failing_since() -> datetime | None:
-    """Since when no message got through (the circuit breaker opened), or None."""
-    row = Setting.get_or_none(Setting.name == FAILING_SINCE)
+def failing_setting(channel: str) -> str:
+    return FAILING_SINCE if channel == "email" else f"{channel}-failing-since"
+
+
+def failing_since(channel: str = "email") -> datetime | None:
+    """Since when no message of the channel got through (its breaker opened), or None."""
+    row = Setting.get_or_none(Setting.name == failing_setting(channel))
     return datetime.fromisoformat(row.value) if row else None
 
 
 def oldest_due() -> datetime | None:
     """When the longest-waiting message that is due now became due, or None."""
     return (
-        OutboxEmail.select(fn.MIN(OutboxEmail.next_attempt_at))
+        OutboxMessage.select(fn.MIN(OutboxMessage.next_attempt_at))
         .where(
-            OutboxEmail.status == "queued",
-            OutboxEmail.next_attempt_at <= clock.now(),
+            OutboxMessage.status == "queued",
+            OutboxMessage.next_attempt_at <= clock.now(),
             _deliverable(),
         )
         .scalar()
@@ -202,27 +253,34 @@ def oldest_due() -> datetime | None:
 
 
 class Hooks:
-    """What the rest of the product does when an email goes out or fails; called inside
-    the transaction that records it, so a dispatch's events and its outbox agree."""
+    """What the rest of the product does when a message goes out or fails; called
+    inside the transaction that records it, so a dispatch's events and its outbox
+    agree."""
 
-    def sent(self, row: OutboxEmail) -> None:
+    def sent(self, row: OutboxMessage) -> None:
         return None
 
-    def failed(self, row: OutboxEmail, reason: str, dead: bool) -> None:
+    def failed(self, row: OutboxMessage, reason: str, dead: bool) -> None:
         return None
 
 
 @dataclass
 class Delivery:
-    """What one process keeps between its delivery passes: the mailer's circuit
-    breaker; emails the relay took whose record the database refused (a full disk, a
-    held lock), recorded at the next pass and never sent again by this process; and
-    claims on rows a stopped pass never tried, released at the next pass rather than
-    waiting out their lease."""
+    """What one process keeps between its delivery passes of one channel: the
+    deliverer's circuit breaker; messages it handed over whose record the database
+    refused (a full disk, a held lock), recorded at the next pass and never sent again
+    by this process; and claims on rows a stopped pass never tried, released at the
+    next pass rather than waiting out their lease."""
 
     breaker: Breaker = field(default_factory=Breaker)
-    sent: dict[int, OutboxEmail] = field(default_factory=dict)
+    sent: dict[int, OutboxMessage] = field(default_factory=dict)
     unclaimed: list[tuple[str, list[int]]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, deliverer: Deliverer) -> Delivery:
+        """Each webhook endpoint fails on its own: one down holds back no other, so that
+        channel's breaker never opens."""
+        return cls() if deliverer.one_provider else cls(breaker=Breaker(open_after=0))
 
 
 def new_claim() -> str:
@@ -231,23 +289,24 @@ def new_claim() -> str:
     return f"{host[:40]}:{pid}:{secrets.token_hex(4)}"
 
 
-def _due_query(now: datetime, limit: int):
+def _due_query(channel: str, now: datetime, limit: int):
     """Due rows nobody holds, the vendor of an emergency first, then other vendors;
     owners' notices and digests can wait."""
     return (
-        OutboxEmail.select()
+        OutboxMessage.select()
         .where(
-            OutboxEmail.status == "queued",
-            OutboxEmail.next_attempt_at <= now,
-            OutboxEmail.claimed_until.is_null() | (OutboxEmail.claimed_until <= now),
+            OutboxMessage.status == "queued",
+            OutboxMessage.channel == channel,
+            OutboxMessage.next_attempt_at <= now,
+            OutboxMessage.claimed_until.is_null() | (OutboxMessage.claimed_until <= now),
             _deliverable(),
         )
-        .order_by(OutboxEmail.priority, OutboxEmail.next_attempt_at, OutboxEmail.id)
+        .order_by(OutboxMessage.priority, OutboxMessage.next_attempt_at, OutboxMessage.id)
         .limit(limit)
     )
 
 
-def _due(limit: int, lease: timedelta) -> tuple[list[OutboxEmail], str]:
+def _due(channel: str, limit: int, lease: timedelta) -> tuple[list[OutboxMessage], str]:
     """Claim the rows to send now for the lease, committed before anything is sent: a
     send whose outcome cannot be written (a full disk, a held lock) leaves its row
     claimed, so it is not sent again before the lease ends. On SQLite one process
@@ -256,17 +315,17 @@ def _due(limit: int, lease: timedelta) -> tuple[list[OutboxEmail], str]:
     claim = new_claim()
     now = clock.now()
     if db.is_sqlite():
-        if not _due_query(now, 1).exists():  # the usual poll: no write lock for nothing
+        if not _due_query(channel, now, 1).exists():  # the usual poll: no lock for nothing
             return [], claim
         with db.write():
-            rows = list(_due_query(now, limit))
+            rows = list(_due_query(channel, now, limit))
             for row in rows:
                 row.was_claimed_by = row.claimed_by
-            held = OutboxEmail.id.in_([r.id for r in rows])
-            OutboxEmail.update(claimed_by=claim, claimed_until=now + lease).where(held).execute()
+            held = OutboxMessage.id.in_([r.id for r in rows])
+            OutboxMessage.update(claimed_by=claim, claimed_until=now + lease).where(held).execute()
         return rows, claim
     with db.write():
-        rows = list(OutboxEmail.raw(CLAIM_SQL, now, limit, claim, lease.total_seconds()))
+        rows = list(OutboxMessage.raw(CLAIM_SQL, channel, now, limit, claim, lease.total_seconds()))
     rows.sort(key=lambda r: (r.priority, r.next_attempt_at, r.id))
     return rows, claim
 
@@ -278,32 +337,34 @@ def let_go_of_earlier_claims() -> int:
     same Message-ID, as after any crash; the claim stays named, so that is logged."""
     with db.write():
         return (
-            OutboxEmail.update(claimed_until=None)
-            .where(OutboxEmail.status == "queued", OutboxEmail.claimed_until.is_null(False))
+            OutboxMessage.update(claimed_until=None)
+            .where(OutboxMessage.status == "queued", OutboxMessage.claimed_until.is_null(False))
             .execute()
         )
 
 
 def deliver_due(
-    mailer: Mailer,
+    deliverer: Deliverer,
     keys: Keys,
-    sender: str,
     hooks: Hooks | None = None,
     limit: int = BATCH,
     lease: timedelta = timedelta(seconds=120),
     state: Delivery | None = None,
+    session: Deliverer | None = None,
 ) -> dict[str, int]:
-    """Send what is due; counts of sent, retried and dead-lettered rows, and of rows
-    made due at once because the relay answers again ("released").
+    """Send what is due on the deliverer's channel, through ``session`` (an open
+    session of it) or a session of its own; counts of sent, retried and dead-lettered
+    rows, and of rows made due at once because the provider answers again ("released").
 
     The database may refuse a write (a full disk, a lock held too long): then the pass
-    stops, since every further send would be one more whose outcome is lost. An email
+    stops, since every further send would be one more whose outcome is lost. A message
     sent meanwhile is remembered and recorded as sent once the database takes writes
     again (its row stays claimed, so no process sends it before); nothing more is sent
     until then."""
     hooks = hooks or Hooks()
-    state = state or Delivery()
+    state = state or Delivery.of(deliverer)
     breaker = state.breaker
+    channel = deliverer.channel
     counts = {"sent": 0, "retry": 0, "dead": 0, "released": 0}
     if not _record_remembered(state, hooks):
         return counts
@@ -312,22 +373,26 @@ def deliver_due(
     if allowed == 0:  # the relay is down and no probe is due
         return counts
     try:
-        due, claim = _due(allowed, lease)
+        due, claim = _due(channel, allowed, lease)
     except Exception as exc:  # the database refuses: nothing claimed, nothing sent
-        log.error("outbox: cannot claim due email, nothing sent this pass: %s", cause(exc))
+        log.error("outbox: cannot claim due %s, nothing sent this pass: %s", channel, cause(exc))
         return counts
     if again := [r.id for r in due if getattr(r, "was_claimed_by", None)]:
         log.warning(
-            "outbox: emails %s were claimed by a pass that never recorded their outcome (a "
-            "stopped process, or the database refused the write): they go now with the "
-            "same Message-ID; one that pass had sent already reaches its recipient twice",
+            "outbox: %s messages %s were claimed by a pass that never recorded their "
+            "outcome (a stopped process, or the database refused the write): they go now "
+            "with the same id; one that pass had sent already reaches its recipient twice "
+            "where the provider cannot tell",
+            channel,
             ", ".join(f"#{n}" for n in again),
         )
-    with mailer.session() as session:
+    with _session(deliverer, session) as open_session:
         while due and not (breaker.is_open and counts["retry"]):  # opened: one probe
             row = due.pop(0)
             try:
-                outcome = send_claimed(row, claim, lease, session, keys, sender, hooks, breaker)
+                outcome = send_claimed(
+                    row, claim, lease, deliverer, keys, hooks, breaker, open_session
+                )
             except Unrecorded as refused:
                 if refused.sent:
                     state.sent[row.id] = row
@@ -336,43 +401,63 @@ def deliver_due(
                 counts[outcome] += 1
     if due and not _release([r.id for r in due], claim):
         state.unclaimed.append((claim, [r.id for r in due]))
-    _tell(breaker)
+    _tell(channel, breaker)
     if breaker.recovered:  # the probe got through: a whole batch now, not at the next poll
         breaker.recovered = False
-        counts["released"] = _release_backlog()
-        more = deliver_due(mailer, keys, sender, hooks, limit, lease, state)
+        counts["released"] = _release_backlog(channel)
+        more = deliver_due(deliverer, keys, hooks, limit, lease, state, session)
         counts = {kind: counts[kind] + more[kind] for kind in counts}
     return counts
 
 
-def _tell(breaker: Breaker) -> None:
-    """Tell every process (and /healthz) whether mail goes through: since when it has
-    failed, kept from the first process that saw it; or that it goes through again."""
+def more_due(counts: dict[str, int]) -> bool:
+    """After a pass over the channels: go again at once? When a channel filled its batch
+    (more may be due) or a backlog was just released."""
+    return bool(counts["released"]) or counts["most"] >= BATCH
+
+
+def _session(deliverer: Deliverer, session: Deliverer | None):
+    return nullcontext(session) if session is not None else deliverer.session()
+
+
+def _tell(channel: str, breaker: Breaker) -> None:
+    """Tell every process (and /healthz) whether the channel's messages go through:
+    since when they have failed, kept from the first process that saw it; or that they
+    go through again."""
     news = breaker.news()
     if news is None:
         return
+    name = failing_setting(channel)
     try:
         with db.write():
             if news == "failing":  # since the first process saw it, not since the latest
                 since = breaker.failing_since or clock.now()
-                Setting.insert(
-                    name=FAILING_SINCE, value=since.isoformat()
-                ).on_conflict_ignore().execute()
+                Setting.insert(name=name, value=since.isoformat()).on_conflict_ignore().execute()
             else:
-                Setting.delete().where(Setting.name == FAILING_SINCE).execute()
+                Setting.delete().where(Setting.name == name).execute()
     except Exception as exc:  # told at the next pass instead; delivery goes on
-        log.warning("outbox: could not record whether mail goes through: %s", cause(exc))
+        log.warning("outbox: could not record whether %s goes through: %s", channel, cause(exc))
         return
     breaker.told = news
     if news == "failing":
         log.warning(
-            "outbox: %d emails in a row failed, the mail relay seems down: trying one "
-            "email every %d s until it answers",
+            "outbox: %d %s messages in a row failed, the %s seems down: trying one "
+            "every %d s until it answers",
             breaker.failures,
+            channel,
+            PROVIDER_WORDS[channel],
             breaker.probe_every.total_seconds(),
         )
     elif breaker.recovered:
-        log.info("outbox: the mail relay answers again; sending the backlog now")
+        log.info("outbox: the %s answers again; sending the backlog now", PROVIDER_WORDS[channel])
+
+
+PROVIDER_WORDS = {
+    "email": "mail relay",
+    "sms": "SMS provider",
+    "push": "push server",
+    "webhook": "webhook endpoint",
+}
 
 
 def _release(ids: list[int], claim: str) -> bool:
@@ -380,27 +465,28 @@ def _release(ids: list[int], claim: str) -> bool:
     False when the database refused (the next pass tries again)."""
     try:
         with db.write():
-            OutboxEmail.update(claimed_by=None, claimed_until=None).where(
-                OutboxEmail.id.in_(ids), OutboxEmail.claimed_by == claim
+            OutboxMessage.update(claimed_by=None, claimed_until=None).where(
+                OutboxMessage.id.in_(ids), OutboxMessage.claimed_by == claim
             ).execute()
     except Exception as exc:
-        log.warning("outbox: could not release %d untried emails: %s", len(ids), cause(exc))
+        log.warning("outbox: could not release %d untried messages: %s", len(ids), cause(exc))
         return False
     return True
 
 
-def _release_backlog() -> int:
-    """The relay answers again: every email waiting out a backoff is due now, rather
-    than each after its own (up to five minutes)."""
+def _release_backlog(channel: str) -> int:
+    """The provider answers again: every message of its channel waiting out a backoff
+    is due now, rather than each after its own (up to five minutes)."""
     now = clock.now()
     try:
         with db.write():
             return (
-                OutboxEmail.update(next_attempt_at=now)
+                OutboxMessage.update(next_attempt_at=now)
                 .where(
-                    OutboxEmail.status == "queued",
-                    OutboxEmail.attempts > 0,
-                    OutboxEmail.next_attempt_at > now,
+                    OutboxMessage.status == "queued",
+                    OutboxMessage.channel == channel,
+                    OutboxMessage.attempts > 0,
+                    OutboxMessage.next_attempt_at > now,
                 )
                 .execute()
             )
@@ -416,23 +502,23 @@ def _record_remembered(state: Delivery, hooks: Hooks) -> bool:
             _write_sent(row, hooks)
         except Exception as exc:
             if db.is_away(exc):  # refused, or the connection is gone: at the next pass
-                log.debug("outbox: email #%d still unrecorded: %s", row_id, cause(exc))
+                log.debug("outbox: message #%d still unrecorded: %s", row_id, cause(exc))
                 return False
             log.error(  # a fault of this row alone, not of the database
-                "outbox: the send of email #%d cannot be recorded (%s): it goes again "
+                "outbox: the send of message #%d cannot be recorded (%s): it goes again "
                 "after its lease, with the same Message-ID",
                 row_id,
                 cause(exc),
             )
         else:
-            log.info("outbox: recorded email #%d as sent, now that the database takes it", row_id)
+            log.info("outbox: recorded message #%d as sent, now that the database takes it", row_id)
         del state.sent[row_id]
     return True
 
 
 class Unrecorded(Exception):
-    """The database refused to record an outcome; the pass stops. ``sent``: the relay
-    had taken the email."""
+    """The database refused to record an outcome; the pass stops. ``sent``: the
+    deliverer had handed the message over."""
 
     def __init__(self, sent: bool):
         super().__init__("sent" if sent else "failed")
@@ -448,14 +534,14 @@ def cause(exc: BaseException) -> str:
 
 
 def send_claimed(
-    row: OutboxEmail,
+    row: OutboxMessage,
     claim: str,
     lease: timedelta,
-    mailer: Mailer,
+    deliverer: Deliverer,
     keys: Keys,
-    sender: str,
     hooks: Hooks,
     breaker: Breaker | None = None,
+    session: Deliverer | None = None,
 ) -> str | None:
     """Send one row this pass claimed, if the claim still holds; the outcome, or None
     when another process holds the row now. Raises Unrecorded when the outcome could
@@ -465,56 +551,60 @@ def send_claimed(
         return None
     breaker = breaker or Breaker()
     try:
-        message = message_for(row, keys, sender)
+        message = deliverer.compose(row, keys)
     except Exception as exc:  # altered, or under a key no longer held: it never will be
-        unreadable = MailError(
+        unreadable = DeliveryError(
             f"the stored message cannot be read ({type(exc).__name__})", permanent=True
         )
         return _failure_recorded(row, claim, unreadable, hooks)
     try:
-        mailer.send(message)
-    except MailError as exc:
+        receipt = (session or deliverer).send(message) or Receipt()
+    except DeliveryError as exc:
         if exc.permanent or exc.retry_after is not None:
-            breaker.answered()  # the relay answers: a refusal, or "not so fast"
+            breaker.answered()  # the provider answers: a refusal, or "not so fast"
         else:
             breaker.failed()
         return _failure_recorded(row, claim, exc, hooks)
     breaker.answered()
     row.sent_at = clock.now()
+    row.provider_id, row.last_status = receipt.provider_id[:64], receipt.status
     try:
         return _write_sent(row, hooks)
     except Exception as exc:
         log.error(
-            "outbox: %s email #%d was sent but that could not be recorded (%s): it is "
+            "outbox: %s %s #%d was sent but that could not be recorded (%s): it is "
             "recorded once the database takes writes again, and nothing more is sent "
             "until then",
             row.kind,
+            row.channel,
             row.id,
             cause(exc),
         )
         raise Unrecorded(sent=True) from exc
 
 
-def _renewed(row: OutboxEmail, claim: str, lease: timedelta) -> bool:
+def _renewed(row: OutboxMessage, claim: str, lease: timedelta) -> bool:
     """One statement on its own (no transaction around it): once per email, under load."""
     try:
         cursor = db.database.execute_sql(RENEW_SQL, (lease.total_seconds(), row.id, claim))
     except Exception as exc:  # the database went away: nothing sent, the pass stops
-        log.warning("outbox: cannot renew the claim on email #%d: %s", row.id, cause(exc))
+        log.warning("outbox: cannot renew the claim on message #%d: %s", row.id, cause(exc))
         raise Unrecorded(sent=False) from exc
     return cursor.rowcount == 1
 
 
-def _lost(row: OutboxEmail) -> None:
-    log.warning("outbox: email #%d is another process's now; it records it", row.id)
+def _lost(row: OutboxMessage) -> None:
+    log.warning("outbox: message #%d is another process's now; it records it", row.id)
 
 
-def _failure_recorded(row: OutboxEmail, claim: str, exc: MailError, hooks: Hooks) -> str | None:
+def _failure_recorded(
+    row: OutboxMessage, claim: str, exc: DeliveryError, hooks: Hooks
+) -> str | None:
     try:
         return _record_failure(row, claim, exc, hooks)
     except Exception as refused:
         log.error(
-            "outbox: the failed try of %s email #%d could not be recorded (%s): it goes "
+            "outbox: the failed try of %s message #%d could not be recorded (%s): it goes "
             "again after the lease",
             row.kind,
             row.id,
@@ -523,7 +613,7 @@ def _failure_recorded(row: OutboxEmail, claim: str, exc: MailError, hooks: Hooks
         raise Unrecorded(sent=False) from refused
 
 
-def _write_sent(row: OutboxEmail, hooks: Hooks) -> str | None:
+def _write_sent(row: OutboxMessage, hooks: Hooks) -> str | None:
     """Record a send with what follows from it; when only what follows fails (its
     history line: the vendor was deleted meanwhile, say), the row is marked sent on its
     own, so an email the relay took is never sent again. Raises while the database
@@ -534,7 +624,7 @@ def _write_sent(row: OutboxEmail, hooks: Hooks) -> str | None:
         if db.is_away(exc):
             raise
         log.error(
-            "outbox: %s email #%d went out, but what follows from it could not be recorded (%s)",
+            "outbox: %s message #%d went out, but what follows from it could not be recorded (%s)",
             row.kind,
             row.id,
             cause(exc),
@@ -542,22 +632,25 @@ def _write_sent(row: OutboxEmail, hooks: Hooks) -> str | None:
     return _record_sent(row, hooks, with_hooks=False)
 
 
-def _record_sent(row: OutboxEmail, hooks: Hooks, with_hooks: bool) -> str | None:
+def _record_sent(row: OutboxMessage, hooks: Hooks, with_hooks: bool) -> str | None:
     """At the time the relay took it, which may be a while before the database let it
     be written down."""
     with db.write():
-        cursor = db.database.execute_sql(db.sql(MARK_SENT), (row.sent_at, row.attempts + 1, row.id))
+        cursor = db.database.execute_sql(
+            db.sql(MARK_SENT),
+            (row.sent_at, row.attempts + 1, row.provider_id, row.last_status, row.id),
+        )
         if cursor.rowcount != 1:
             _lost(row)
             return None
         row.status = "sent"
         if with_hooks:
             hooks.sent(row)
-    log.debug("outbox: sent %s email #%d", row.kind, row.id)
+    log.debug("outbox: sent %s %s #%d", row.kind, row.channel, row.id)
     return "sent"
 
 
-def _record_failure(row: OutboxEmail, claim: str, exc: MailError, hooks: Hooks) -> str | None:
+def _record_failure(row: OutboxMessage, claim: str, exc: DeliveryError, hooks: Hooks) -> str | None:
     now = clock.now()
     attempts = row.attempts + 1
     delay = exc.retry_after if exc.retry_after is not None else retry_delay(attempts)
@@ -565,18 +658,19 @@ def _record_failure(row: OutboxEmail, claim: str, exc: MailError, hooks: Hooks) 
     reason = str(exc)[:1000]
     with db.write():
         changed = (
-            OutboxEmail.update(
+            OutboxMessage.update(
                 status="dead" if dead else "queued",
                 attempts=attempts,
                 last_error=reason,
+                last_status=exc.status,
                 next_attempt_at=now + timedelta(seconds=delay),
                 claimed_by=None,
                 claimed_until=None,
             )
             .where(
-                OutboxEmail.id == row.id,
-                OutboxEmail.status == "queued",
-                OutboxEmail.claimed_by == claim,  # only the claim's holder records a failure
+                OutboxMessage.id == row.id,
+                OutboxMessage.status == "queued",
+                OutboxMessage.claimed_by == claim,  # only the claim's holder records a failure
             )
             .execute()
         )
@@ -585,8 +679,9 @@ def _record_failure(row: OutboxEmail, claim: str, exc: MailError, hooks: Hooks) 
             return None
         hooks.failed(row, reason, dead)
     log.warning(
-        "outbox: %s email #%d failed (try %d)%s: %s",
+        "outbox: %s %s #%d failed (try %d)%s: %s",
         row.kind,
+        row.channel,
         row.id,
         attempts,
         ", dead-lettered" if dead else "",
@@ -598,16 +693,16 @@ def _record_failure(row: OutboxEmail, claim: str, exc: MailError, hooks: Hooks) 
 def retry(row_ids: list[int] | None = None) -> int:
     """Queue dead-lettered (or given) rows again, due now, with a fresh lifetime."""
     now = clock.now()
-    query = OutboxEmail.update(
+    query = OutboxMessage.update(
         status="queued",
         next_attempt_at=now,
         expires_at=now + LIFETIME,
         last_error="",
     )
     if row_ids is None:
-        query = query.where(OutboxEmail.status == "dead")
+        query = query.where(OutboxMessage.status == "dead")
     else:
-        query = query.where(OutboxEmail.id.in_(row_ids), OutboxEmail.status != "sent")
+        query = query.where(OutboxMessage.id.in_(row_ids), OutboxMessage.status != "sent")
     with db.write():
         count = query.execute()
     wake()
