@@ -341,8 +341,12 @@ LOGO_TYPES = {  # the first bytes of each image format the pages accept
 }
 
 
-def save_settings(account: Account, form: dict, business_hours: dict) -> Account:
-    """Profile, contact phone, timezone, business hours, notifications, escalation."""
+def save_settings(
+    account: Account, form: dict, business_hours: dict, texts_callers: bool = False
+) -> Account:
+    """Profile, contact phone, timezone, business hours, notifications, escalation;
+    ``texts_callers``: the installation sends SMS, so the form offers the caller SMS
+    switch (otherwise it is left as it was)."""
     errors: dict[str, str] = {}
     values = {k: str(form.get(k) or "").strip() for k in SETTINGS_FIELDS}
     for key, what in (("name", "your name"), ("business_name", "the business name")):
@@ -371,6 +375,8 @@ def save_settings(account: Account, form: dict, business_hours: dict) -> Account
         "escalate_after_minutes": int(values["escalate_after_minutes"]),
         "business_hours": hours,
     }
+    if texts_callers:
+        changed["caller_sms"] = bool(form.get("caller_sms"))
     with db.write():
         for key, value in changed.items():
             setattr(account, key, value)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from outofoffice import accounts, clock, db, dispatch, notify, owner_setup, routing
 from outofoffice.errors import ValidationError
 from outofoffice.instance import Instance
-from outofoffice.keys import hash_token
+from outofoffice.keys import hash_token, new_push_topic
 from outofoffice.models import (
     Account,
     Category,
@@ -36,6 +36,13 @@ EVENT_KINDS = (
     "email_queued",
     "email_sent",
     "email_failed",
+    "sms_queued",
+    "sms_sent",
+    "sms_failed",
+    "push_queued",
+    "push_sent",
+    "push_failed",
+    "webhook_failed",
     "accepted",
     "declined",
     "escalated",
@@ -182,6 +189,7 @@ def export(
             "escalate_after_minutes": account.escalate_after_minutes,
             "digest_hour": account.digest_hour,
             "business_hours": account.business_hours or routing.DEFAULT_HOURS,
+            "caller_sms": account.caller_sms,
         },
         "vendors": [
             {
@@ -192,6 +200,8 @@ def export(
                 "phone": v.phone,
                 "notes": v.notes,
                 "active": v.active,
+                "channels": v.channels or ["email"],
+                "push_topic": v.push_topic,
             }
             for v in vendors
         ],
@@ -323,6 +333,11 @@ def _check(data: object) -> list[str]:
                 continue
             if not isinstance(entry.get("active", True), bool):
                 problems.append(f"{where}.active: true or false")
+            channels = entry.get("channels", ["email"])
+            if section == "vendors" and (
+                not isinstance(channels, list) or not set(channels) <= set(VENDOR_CHANNELS)
+            ):
+                problems.append(f"{where}.channels: a list of email, sms and push")
             if entry["key"] in keys:
                 problems.append(f"{where}: key {entry['key']!r} is used twice")
             keys.add(entry["key"])
@@ -399,6 +414,21 @@ def _check(data: object) -> list[str]:
     return problems
 
 
+VENDOR_CHANNELS = ("email", "sms", "push")
+TOPIC = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def _vendor_channels(entry: dict) -> dict:
+    """A vendor's channels (email always among them) and push topic, as exported; a
+    file from before channels, or a topic that is not one of ours, gets a new topic."""
+    channels = entry.get("channels") or ["email"]
+    topic = entry.get("push_topic") or ""
+    return {
+        "channels": [c for c in VENDOR_CHANNELS if c == "email" or c in channels],
+        "push_topic": topic if TOPIC.fullmatch(topic) else new_push_topic(),
+    }
+
+
 def import_account(
     instance: Instance, data: object, progress: Callable[[int, int], None] | None = None
 ) -> Account:
@@ -415,6 +445,7 @@ def import_account(
         account.notify = acc.get("notify", "every")
         account.escalate_after_minutes = acc.get("escalate_after_minutes", 15)
         account.digest_hour = acc.get("digest_hour", 8)
+        account.caller_sms = acc.get("caller_sms") is True
         account.business_hours = routing.check_business_hours(
             acc.get("business_hours") or routing.DEFAULT_HOURS
         )
@@ -426,6 +457,7 @@ def import_account(
                 values = owner_setup.clean(kind, {k: v for k, v in entry.items() if k != "key"})
                 if section == "vendors":
                     values["active"] = entry.get("active", True) is not False
+                    values |= _vendor_channels(entry)
                 if section == "categories":
                     values["position"] = position
                 made[(section, entry["key"])] = kind.model.create(account=account, **values)

@@ -36,6 +36,7 @@ from outofoffice.models import (
     SlugHold,
     Subject,
     Vendor,
+    WebhookEndpoint,
 )
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ SWEPT: dict[str, tuple[type[peewee.Model], ...]] = {
     "account deletions": (
         DispatchEvent,
         OutboxMessage,
+        WebhookEndpoint,
         Dispatch,
         IPRecord,
         Account,

@@ -21,6 +21,13 @@ EVENT_WORDS = {
     "email_queued": "Email to the vendor queued",
     "email_sent": "Email to the vendor sent",
     "email_failed": "Email could not be delivered",
+    "sms_queued": "SMS queued",
+    "sms_sent": "SMS sent",
+    "sms_failed": "SMS could not be delivered",
+    "push_queued": "Push notification queued",
+    "push_sent": "Push notification sent",
+    "push_failed": "Push notification could not be delivered",
+    "webhook_failed": "A webhook could not be delivered",
     "accepted": "Accepted",
     "declined": "Declined",
     "escalated": "Passed on: no answer in time",
@@ -37,6 +44,12 @@ WITH_VENDOR = {
     "email_queued": "Email to {name} queued",
     "email_sent": "Email to {name} sent",
     "email_failed": "Email to {name} could not be delivered",
+    "sms_queued": "SMS to {name} queued",
+    "sms_sent": "SMS to {name} sent",
+    "sms_failed": "SMS to {name} could not be delivered",
+    "push_queued": "Push notification to {name} queued",
+    "push_sent": "Push notification to {name} sent",
+    "push_failed": "Push notification to {name} could not be delivered",
     "accepted": "Accepted by {name}",
     "declined": "Declined by {name}",
     "escalated": "No answer in time; passed to {name}",
@@ -144,6 +157,9 @@ CALLER_WORDS = {
 }
 
 
+REACHED = ("sms_sent", "push_sent")  # a vendor's, not the caller's own SMS
+
+
 def caller_steps(d: Dispatch, events: list[DispatchEvent]) -> list[Step]:
     """The caller's timeline: what they would want to know, none of the machinery.
     Only the vendor who accepted is named (they will call): a stranger who sends a
@@ -152,7 +168,8 @@ def caller_steps(d: Dispatch, events: list[DispatchEvent]) -> list[Step]:
     asked = set()
     for e in events:
         text = CALLER_WORDS.get(e.kind)
-        if e.kind == "email_sent" and e.vendor_id not in asked:
+        reached = e.kind == "email_sent" or (e.kind in REACHED and e.vendor_id)
+        if reached and e.vendor_id not in asked:
             asked.add(e.vendor_id)
             text = "Sent to the person on call" if len(asked) == 1 else "Sent to the next person"
         elif e.kind == "accepted":

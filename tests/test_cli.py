@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from outofoffice.cli import cli
-from tests.conftest import DATA
+from tests.conftest import DATA, as_imported
 from tests.servers import CREATE_ALPHA
 
 CREATE = CREATE_ALPHA
@@ -197,7 +197,8 @@ def test_import_then_export_round_trips_the_shared_sample(cfg, tmp_path):
     exported, sample = json.loads(out.read_text()), json.loads(SAMPLE.read_text())
     assert exported["format"] == "outofoffice-export" and exported["version"] == 1
     assert exported["routes"] == sample["routes"]
-    assert exported["vendors"] == [v | {"active": True} for v in sample["vendors"]]
+    imported = [v | {"active": True, "channels": ["email"]} for v in sample["vendors"]]
+    assert as_imported(exported["vendors"]) == imported
     assert json.loads(run("--config", cfg, "export", "lakeshore").output)["account"]["slug"] == (
         "lakeshore"
     )

@@ -9,7 +9,7 @@ import pytest
 
 from outofoffice import db, dispatch, owner_setup, portability
 from outofoffice.models import Account, Category, Dispatch, Route, Subject, Vendor
-from tests.conftest import DATA, Client, csrf_of, request_form, sign_in
+from tests.conftest import DATA, Client, as_imported, csrf_of, request_form, sign_in
 
 SAMPLE = DATA / "export-sample.json"
 
@@ -253,8 +253,9 @@ def test_the_shared_sample_imports_and_exports_back_unchanged(instance, conn):
     again = portability.export(instance, account)
     for key in ("subjects", "categories", "routes"):
         assert again[key] == data[key], key
-    assert again["account"] == data["account"] | {"digest_hour": 8}
-    assert again["vendors"] == [v | {"active": True} for v in data["vendors"]]
+    assert again["account"] == data["account"] | {"digest_hour": 8, "caller_sms": False}
+    imported = [v | {"active": True, "channels": ["email"]} for v in data["vendors"]]
+    assert as_imported(again["vendors"]) == imported
     assert [d["reference"] for d in again["dispatches"]] == ["LKS-4K7Q", "LKS-9P2M"]
     assert again["dispatches"][0]["events"] == data["dispatches"][0]["events"]
 

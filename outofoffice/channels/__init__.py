@@ -15,4 +15,13 @@ def deliverers_for(config: Config) -> dict[str, Deliverer]:
     """SMS when [sms] names a provider, push when [push] names an ntfy server, and
     webhooks (each account adds its own endpoints)."""
     found: dict[str, Deliverer] = {}
+    if config.sms.provider == "twilio":
+        from outofoffice.channels.sms.twilio import TwilioSms
+
+        found["sms"] = TwilioSms(config)
+    if config.push.ntfy_url:
+        from outofoffice.channels.push.ntfy import NtfyPush
+
+        found["push"] = NtfyPush(config)
+    # webhooks: added by channels/webhook.py's WebhookDeliverer
     return found

@@ -70,6 +70,7 @@ def _form_page(
         form=form,
         errors=errors,
         unavailable=unavailable,
+        texts_caller=account.caller_sms and "sms" in instance().deliverers,
         action=bottle.request.path,
         form_token=abuse.form_token(instance().keys, account),
     )

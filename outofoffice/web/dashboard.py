@@ -313,10 +313,15 @@ def _timezone_groups() -> list[tuple[str, list[str]]]:
     return [(region, names) for region, names in sorted(groups.items())] + [("Other", ["UTC"])]
 
 
+def _texts_callers() -> bool:
+    return "sms" in instance().deliverers
+
+
 def settings_page(form=None, errors=None, status=200, saved=False, hours=None):
     owner = require_owner()
     if form is None:
         form = {key: str(getattr(owner, key)) for key in owner_setup.SETTINGS_FIELDS}
+        form["caller_sms"] = "on" if owner.caller_sms else ""
     hours = hours or owner.business_hours or routing.DEFAULT_HOURS
     return dashboard_page(
         "dashboard/settings.html",
@@ -327,6 +332,7 @@ def settings_page(form=None, errors=None, status=200, saved=False, hours=None):
         hours=hours,
         timezones=_timezone_groups(),
         colours=owner_setup.BRAND_COLOURS,
+        texts_callers=_texts_callers(),
         logo_max_kb=owner_setup.LOGO_MAX // 1024,
         saved=saved or bottle.request.query.get("saved") == "1",
         email_sent=bottle.request.query.getunicode("email_sent", "") or "",
@@ -368,7 +374,7 @@ def save_settings():
     form = form_dict()
     hours = _hours_from_form(bottle.request.forms)
     try:
-        owner_setup.save_settings(owner, form, hours)
+        owner_setup.save_settings(owner, form, hours, texts_callers=_texts_callers())
     except ValidationError as exc:
         return settings_page(form, exc.errors, 400, hours=hours)
     see_other("/dashboard/settings?saved=1")

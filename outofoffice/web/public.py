@@ -4,6 +4,7 @@ from pathlib import Path
 
 import bottle
 
+from outofoffice.models import WebhookEndpoint
 from outofoffice.web import caller
 from outofoffice.web.context import fail, instance, page
 
@@ -40,6 +41,21 @@ def third_parties() -> list[str]:
         found.append(f"Email is handed to the mail server {config.mail.smtp.host}.")
     elif config.mail.backend == "resend":
         found.append("Email is sent through Resend (resend.com).")
+    if config.sms.provider == "twilio":
+        found.append(
+            "Text messages are sent through Twilio (twilio.com): the vendor's phone number "
+            "and the request's details, and a caller's number where the firm turned on "
+            "updates by text message."
+        )
+    if config.push.ntfy_url:
+        found.append(
+            f"Push notifications to vendors go through the ntfy server {config.push.ntfy_url}."
+        )
+    if WebhookEndpoint.select().where(WebhookEndpoint.active == True).exists():  # noqa: E712
+        found.append(
+            "Firms on this instance send their own requests' details to web addresses "
+            "they name (webhooks)."
+        )
     if config.billing.provider == "stripe":
         found.append("Payments are handled by Stripe (stripe.com).")
     if config.analytics.google_analytics_id:
@@ -65,6 +81,7 @@ def install(app: bottle.Bottle) -> None:
         return page(
             "privacy.html",
             retention=instance().config.retention,
+            texts_callers=instance().config.sms.provider != "none",
             third_parties=third_parties(),
             analytics_id=analytics_id(),
         )
