@@ -23,5 +23,7 @@ def deliverers_for(config: Config) -> dict[str, Deliverer]:
         from outofoffice.channels.push.ntfy import NtfyPush
 
         found["push"] = NtfyPush(config)
-    # webhooks: added by channels/webhook.py's WebhookDeliverer
+    from outofoffice.channels.webhook import WebhookDeliverer
+
+    found["webhook"] = WebhookDeliverer(config)  # always: each account adds its own endpoints
     return found

@@ -44,6 +44,7 @@ AREAS = [
     ("Categories", "/dashboard/categories"),
     ("Routes", "/dashboard/routes"),
     ("Reports", "/dashboard/reports"),
+    ("Webhooks", "/dashboard/webhooks"),
     ("Settings", "/dashboard/settings"),
     ("Account", "/dashboard/account"),
     ("Billing", "/dashboard/billing"),

@@ -1,0 +1,1 @@
+"""SMS providers: one module per provider (twilio.py), each an SmsProvider."""

@@ -1,0 +1,151 @@
+"""Sends SMS through Twilio's Messages resource with the standard library, and checks
+the signature Twilio puts on the webhooks it sends us.
+
+POST {api_url}/2010-04-01/Accounts/{AccountSid}/Messages.json, form-encoded, HTTP
+Basic with the account SID and auth token. Twilio answers 201 with the message's JSON
+(its "sid" names it in the delivery reports), or an error as JSON
+{"code", "message", "more_info", "status"}.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from outofoffice import __version__
+from outofoffice.channels.base import DeliveryError, Receipt
+from outofoffice.channels.sms.base import Sms, SmsProvider
+from outofoffice.config import is_loopback
+
+TIMEOUT_SECONDS = 15
+INBOUND_PATH = "/sms/twilio/inbound"
+STATUS_PATH = "/sms/twilio/status"
+
+
+def signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
+    """X-Twilio-Signature as Twilio documents it: base64 of HMAC-SHA1, keyed with the
+    auth token, over the full URL Twilio called followed by each POST parameter's name
+    and value, sorted by name (no separators)."""
+    signed = url + "".join(name + value for name, value in sorted(set(params)))
+    digest = hmac.new(auth_token.encode(), signed.encode("utf-8"), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def signature_valid(
+    auth_token: str, url: str, params: Iterable[tuple[str, str]], given: str
+) -> bool:
+    """Compared in constant time; no token or no signature is never valid."""
+    if not auth_token or not given:
+        return False
+    return hmac.compare_digest(signature(auth_token, url, params).encode(), given.encode())
+
+
+def _error_words(status: int, body: str) -> str:
+    """ "Twilio 400 21211: The 'To' number ... is not a valid phone number." """
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and ("code" in parsed or "message" in parsed):
+        code = parsed.get("code")
+        message = str(parsed.get("message", "")).strip()
+        return f"Twilio {status} {code}: {message}" if code else f"Twilio {status}: {message}"
+    return f"Twilio {status}: {body.strip()[:200] or 'no explanation'}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    value = (value or "").strip()
+    return float(value) if value.replace(".", "", 1).isdigit() else None
+
+
+class TwilioSms(SmsProvider):
+    name = "twilio"
+
+    @property
+    def options(self):
+        return self.config.sms.twilio
+
+    @property
+    def messages_url(self) -> str:
+        sid = urllib.parse.quote(self.options.account_sid, safe="")
+        return f"{self.options.api_url.rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json"
+
+    def form(self, message: Sms) -> dict[str, str]:
+        """The fields of the request: one sender (the number, or the messaging service
+        that picks one), and where Twilio reports whether it was delivered."""
+        opts = self.options
+        fields = {"To": message.to, "Body": message.body}
+        if opts.from_number:
+            fields["From"] = opts.from_number
+        else:
+            fields["MessagingServiceSid"] = opts.messaging_service_sid
+        fields["StatusCallback"] = self.config.base_url.rstrip("/") + STATUS_PATH
+        return fields
+
+    def send(self, message: Sms) -> Receipt:
+        opts = self.options
+        credentials = base64.b64encode(f"{opts.account_sid}:{opts.auth_token}".encode()).decode()
+        request = urllib.request.Request(  # noqa: S310 - api_url is validated as http(s)
+            self.messages_url,
+            data=urllib.parse.urlencode(self.form(message)).encode(),
+            method="POST",
+            headers={
+                "Authorization": f"Basic {credentials}",
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+                "User-Agent": f"outofoffice/{__version__}",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
+                status = response.status
+                body = response.read(64_000).decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            words = _error_words(exc.code, exc.read(4000).decode("utf-8", "replace"))
+            if exc.code == 429:
+                raise DeliveryError(
+                    words, retry_after=_retry_after(exc.headers.get("Retry-After")), status=429
+                ) from None
+            raise DeliveryError(words, permanent=exc.code < 500, status=exc.code) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DeliveryError(f"cannot reach Twilio at {opts.api_url}: {reason}") from None
+        try:
+            sid = str(json.loads(body).get("sid", ""))
+        except (ValueError, AttributeError):
+            sid = ""
+        if not sid:  # taken, by all appearances, but without an id its reports are lost
+            raise DeliveryError(f"Twilio {status}: the answer names no message sid", status=status)
+        return Receipt(provider_id=sid, status=status)
+
+    def problems(self) -> list[str]:
+        """What config alone shows is wrong; whether Twilio answers is for
+        `outofoffice check --send-test-sms`."""
+        opts = self.options
+        found = []
+        if not opts.account_sid:
+            found.append("[sms.twilio] account_sid is empty")
+        if not opts.auth_token:
+            found.append("[sms.twilio] auth_token is empty (or set auth_token_file)")
+        if not (opts.from_number or opts.messaging_service_sid):
+            found.append("[sms.twilio] from_number or messaging_service_sid is needed")
+        host = urlsplit(self.config.base_url).hostname or ""
+        if is_loopback(host):
+            found.append(
+                f"[server] base_url ({self.config.base_url}) is on this machine: Twilio "
+                f"cannot reach {INBOUND_PATH} (vendors' replies) or {STATUS_PATH} "
+                "(delivery reports)"
+            )
+        return found
+
+    def describe(self) -> str:
+        opts = self.options
+        sender = opts.from_number or f"messaging service {opts.messaging_service_sid}"
+        return f"twilio ({opts.api_url}, from {sender})"
