@@ -586,3 +586,22 @@ def through_smtp(instance, sink) -> Instance:
     data = {"storage": {"data_dir": str(instance.config.data_dir)}}
     data["mail"] = {"backend": "smtp", "smtp": settings}
     return Instance(config=config.from_mapping(data), keys=instance.keys)
+
+
+def test_a_bare_done_asks_which_when_the_latest_offer_is_not_the_accepted_one(
+    app, instance, two_firms
+):
+    alpha = submit(instance, two_firms["alpha"])
+    deliver(instance)
+    reply(app, instance, VERA, "YES")
+    clock.advance(timedelta(seconds=5))
+    beta = beta_request(instance, two_firms)
+    deliver(instance)
+    assert answer_of(reply(app, instance, VERA, "DONE")) == (
+        f"Which request? Reply DONE {alpha.reference}."
+    )
+    assert fresh(alpha).status == "accepted" and fresh(beta).status == "sent"
+    assert answer_of(reply(app, instance, VERA, f"DONE {alpha.reference}")).startswith(
+        f"Marked {alpha.reference} resolved."
+    )
+    assert fresh(alpha).status == "resolved"
