@@ -17,6 +17,7 @@ import peewee
 from outofoffice import accounts, db, routing
 from outofoffice.dispatch import phone_problem
 from outofoffice.errors import ValidationError
+from outofoffice.keys import new_push_topic
 from outofoffice.models import Account, Category, Logo, Route, RouteVendor, Subject, Vendor
 from outofoffice.notify import NOTIFY
 
@@ -143,15 +144,58 @@ def clean(kind: Kind, form: dict) -> dict:
     return values
 
 
-def save(account: Account, kind: Kind, form: dict, item=None) -> peewee.Model:
-    """Create (item None) or update one item."""
-    values = clean(kind, form)
+# E.164 once the spaces and punctuation people write are taken out
+INTERNATIONAL = re.compile(r"^\+[1-9][0-9]{6,14}$")
+CHANNEL_CHOICES = ("sms", "push")  # email is every vendor's
+
+
+def international(phone: str) -> str | None:
+    """The phone in E.164 form (+15550100199), or None when it has no country code."""
+    number = re.sub(r"[ ()./-]", "", phone or "")
+    return number if INTERNATIONAL.match(number) else None
+
+
+def vendor_channels(form: dict, offered: tuple[str, ...], item=None) -> list[str]:
+    """The channels ticked on a vendor's form (``channel_sms``, ``channel_push``) among
+    those this installation ``offered``; one it does not offer now keeps its old
+    setting. SMS needs a phone in international form: the error sits by the phone."""
+    old = set(item.channels or ()) if item is not None else set()
+    ticked = {c for c in CHANNEL_CHOICES if str(form.get(f"channel_{c}", "")).lower() == "on"}
+    chosen = [c for c in CHANNEL_CHOICES if (c in ticked if c in offered else c in old)]
+    if "sms" in offered and "sms" in ticked and not international(str(form.get("phone") or "")):
+        raise ValidationError(
+            {"phone": "For SMS, enter the phone in international form, e.g. +1 555 010 0199."}
+        )
+    return ["email", *chosen]
+
+
+def save(
+    account: Account, kind: Kind, form: dict, item=None, offered: tuple[str, ...] | None = None
+) -> peewee.Model:
+    """Create (item None) or update one item. ``offered``: for a vendor, the channels
+    besides email this installation sends by, read from the form (None: left alone)."""
+    channels, channel_errors = None, {}
+    if kind.model is Vendor and offered is not None:
+        try:
+            channels = vendor_channels(form, offered, item)
+        except ValidationError as exc:
+            channel_errors = exc.errors
+    try:
+        values = clean(kind, form)
+    except ValidationError as exc:
+        raise ValidationError(channel_errors | exc.errors) from None
+    if channel_errors:
+        raise ValidationError(channel_errors)
+    if channels is not None:
+        values["channels"] = channels
     with db.write():
         if item is None:
             if kind.model is Category:
                 values["position"] = len(items(account, kind))
-            if kind.model is Vendor and "active" not in form:
-                values["active"] = True
+            if kind.model is Vendor:
+                if "active" not in form:
+                    values["active"] = True
+                values["push_topic"] = new_push_topic()  # unguessable: it is the password
             return kind.model.create(account=account, **values)
         for name, value in values.items():
             setattr(item, name, value)

@@ -164,6 +164,11 @@ def make_host_check(config: Config):
     return is_ours
 
 
+# A vendor's action link: its signed token is the authority, not a session, so a
+# cross-site POST to it forges nothing; ntfy's web app presses Accept from its own origin.
+ACTION_PATH = re.compile(r"^/v/[^/]+$")
+
+
 def _needs_csrf(path: str) -> bool:
     return path == "/logout" or path == "/dashboard" or path.startswith("/dashboard/")
 
@@ -211,7 +216,9 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
         if request.content_length > REQUEST_BODY_MAX:
             raise fail(413, f"Requests are limited to {REQUEST_BODY_MAX // 1024} KiB.")
         if request.method == "POST":
-            if is_cross_site(request.get_header("Origin"), request.get_header("Sec-Fetch-Site")):
+            if not ACTION_PATH.match(request.path) and is_cross_site(
+                request.get_header("Origin"), request.get_header("Sec-Fetch-Site")
+            ):
                 raise fail(403, CROSS_SITE)
             if _needs_csrf(request.path):
                 check_csrf()

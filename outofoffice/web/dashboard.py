@@ -19,6 +19,7 @@ from outofoffice import (
     dispatch_list,
     owner_setup,
     portability,
+    push,
     routing,
     timeline,
 )
@@ -138,6 +139,26 @@ def create_item(name: str):
     see_other(f"/dashboard/{name}")
 
 
+def _offered() -> tuple[str, ...]:
+    """The channels besides email this installation sends by."""
+    return tuple(c for c in owner_setup.CHANNEL_CHOICES if c in instance().deliverers)
+
+
+def _vendor_page(item, form) -> dict:
+    """What a vendor's page adds: their channels, and how their phone subscribes."""
+    if form is not None:
+        for channel in owner_setup.CHANNEL_CHOICES:
+            form.setdefault(f"channel_{channel}", "on" if channel in item.channels else "")
+    offered = _offered()
+    url = push.subscribe_url(instance(), item) if "push" in offered else ""
+    return {
+        "offered": offered,
+        "subscribe_url": url,
+        "qr": push.qr_svg(url) if url and "push" in item.channels else "",
+        "pushed": bottle.request.query.get("push", ""),
+    }
+
+
 def edit_item(name: str, item_id: int, form=None, errors=None, status=200):
     owner = require_owner()
     kind = _kind(name)
@@ -146,8 +167,15 @@ def edit_item(name: str, item_id: int, form=None, errors=None, status=200):
     for field in kind.fields:
         if field.kind == "checkbox" and form is None:
             values[field.name] = "on" if getattr(item, field.name) else ""
+    vendor = _vendor_page(item, values if form is None else {}) if name == "vendors" else {}
     return dashboard_page(
-        "dashboard/item.html", status=status, kind=kind, item=item, form=values, errors=errors or {}
+        "dashboard/vendor.html" if vendor else "dashboard/item.html",
+        status=status,
+        kind=kind,
+        item=item,
+        form=values,
+        errors=errors or {},
+        **vendor,
     )
 
 
@@ -156,11 +184,25 @@ def update_item(name: str, item_id: int):
     kind = _kind(name)
     item = _item_or_404(owner, kind, item_id)
     form = form_dict()
+    offered = _offered() if name == "vendors" else None
     try:
-        owner_setup.save(owner, kind, form, item)
+        owner_setup.save(owner, kind, form, item, offered=offered)
     except ValidationError as exc:
         return edit_item(name, item_id, form, exc.errors, 400)
     see_other(f"/dashboard/{name}")
+
+
+def vendor_push(item_id: int, change: str):
+    """Send a test push to a vendor, or give them a new topic (a lost phone)."""
+    owner = require_owner()
+    vendor = _item_or_404(owner, _kind("vendors"), item_id)
+    if not push.is_on(instance()):
+        raise fail(404, "Push notifications are off on this installation.")
+    if change == "test":
+        push.send_test(instance(), vendor)
+    else:
+        push.renew_topic(vendor)
+    see_other(f"/dashboard/vendors/{vendor.id}?push={'sent' if change == 'test' else 'new'}")
 
 
 CONSEQUENCES = {
@@ -556,6 +598,11 @@ def install(app: bottle.Bottle) -> None:
             callback=lambda item_id, name=name: delete_item(name, item_id),
         )
     app.post("/dashboard/subjects/import", callback=import_subjects)
+    for change in ("test", "topic"):
+        app.post(
+            f"/dashboard/vendors/<item_id:int>/push-{change}",
+            callback=lambda item_id, change=change: vendor_push(item_id, change),
+        )
     app.get("/dashboard/routes", callback=routes_page)
     app.post("/dashboard/routes", callback=create_route)
     app.get("/dashboard/routes/<route_id:int>/delete", callback=confirm_delete_route)

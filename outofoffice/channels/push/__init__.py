@@ -1,0 +1,1 @@
+"""Push servers: ntfy (ntfy.py), the one a vendor's phone app subscribes to."""
