@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import peewee
 
-from outofoffice import accounts, db, routing
+from outofoffice import accounts, db, routing, sms
 from outofoffice.dispatch import phone_problem
 from outofoffice.errors import ValidationError
 from outofoffice.keys import new_push_topic
@@ -144,15 +144,7 @@ def clean(kind: Kind, form: dict) -> dict:
     return values
 
 
-# E.164 once the spaces and punctuation people write are taken out
-INTERNATIONAL = re.compile(r"^\+[1-9][0-9]{6,14}$")
 CHANNEL_CHOICES = ("sms", "push")  # email is every vendor's
-
-
-def international(phone: str) -> str | None:
-    """The phone in E.164 form (+15550100199), or None when it has no country code."""
-    number = re.sub(r"[ ()./-]", "", phone or "")
-    return number if INTERNATIONAL.match(number) else None
 
 
 def vendor_channels(form: dict, offered: tuple[str, ...], item=None) -> list[str]:
@@ -162,7 +154,7 @@ def vendor_channels(form: dict, offered: tuple[str, ...], item=None) -> list[str
     old = set(item.channels or ()) if item is not None else set()
     ticked = {c for c in CHANNEL_CHOICES if str(form.get(f"channel_{c}", "")).lower() == "on"}
     chosen = [c for c in CHANNEL_CHOICES if (c in ticked if c in offered else c in old)]
-    if "sms" in offered and "sms" in ticked and not international(str(form.get("phone") or "")):
+    if "sms" in offered and "sms" in ticked and not sms.e164(str(form.get("phone") or "")):
         raise ValidationError(
             {"phone": "For SMS, enter the phone in international form, e.g. +1 555 010 0199."}
         )
