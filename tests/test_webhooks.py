@@ -3,8 +3,9 @@ as Standard Webhooks, checked by an independent verifier (the `standardwebhooks`
 package) in a receiver on 127.0.0.1, retried, shown on the dashboard."""
 
 import base64
+import ssl
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -523,3 +524,85 @@ def test_deleting_an_endpoint_asks_first_and_drops_its_queued_deliveries(
 def test_the_dashboard_links_to_the_webhooks_page(app, instance, firm):
     overview = sign_in(app, instance, firm["account"])
     assert overview.html.find("a", href="/dashboard/webhooks").text == "Webhooks"
+
+
+# --- https: the certificate is checked for the endpoint's name ------------------------
+
+
+def certificates(folder, name):
+    """A certificate authority of the test's own, and a certificate it signed for
+    ``name``: (the authority's PEM file, a server context with the certificate)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def made(subject, issuer, key, signer, extensions):
+        now = datetime.now(UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+        )
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = made("Test CA", "Test CA", ca_key, ca_key, [(x509.BasicConstraints(True, None), True)])
+    leaf = made(
+        name,
+        "Test CA",
+        key,
+        ca_key,
+        [
+            (x509.SubjectAlternativeName([x509.DNSName(name)]), False),
+            (x509.BasicConstraints(False, None), True),
+        ],
+    )
+    pem = serialization.Encoding.PEM
+    (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (folder / "leaf.pem").write_bytes(leaf.public_bytes(pem))
+    (folder / "leaf.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "leaf.pem", folder / "leaf.key")
+    return folder / "ca.pem", context
+
+
+def test_it_posts_over_https_to_the_checked_address_with_the_name_verified(
+    instance, firm, receivers, tmp_path, monkeypatch
+):
+    """localhost resolves to ::1 and 127.0.0.1; the receiver listens on the second, and
+    its certificate names localhost, which the connection to the address checks."""
+    authority, context = certificates(tmp_path, "localhost")
+    monkeypatch.setenv("SSL_CERT_FILE", str(authority))
+    receiver = receivers(tls=context, host="localhost")
+    endpoint = add(instance, firm["account"], receiver, ["dispatch.created"])
+    queue(instance, submitted(instance, firm), "dispatch.created")
+
+    deliver(instance)
+    assert [(r.status, r.last_status) for r in rows(endpoint)] == [("sent", 204)]
+    assert receiver.types() == ["dispatch.created"]
+    assert receiver.verified[0].headers["Host"] == f"localhost:{receiver.port}"
+
+
+def test_it_refuses_a_certificate_for_another_name(
+    instance, firm, receivers, tmp_path, monkeypatch
+):
+    authority, context = certificates(tmp_path, "elsewhere.example")
+    monkeypatch.setenv("SSL_CERT_FILE", str(authority))
+    receiver = receivers(tls=context, host="localhost")
+    endpoint = add(instance, firm["account"], receiver, ["dispatch.created"])
+    queue(instance, submitted(instance, firm), "dispatch.created")
+
+    deliver(instance)
+    [row] = rows(endpoint)
+    assert (row.status, row.attempts) == ("queued", 1)
+    assert "securely" in row.last_error
+    assert receiver.deliveries == []

@@ -9,6 +9,7 @@ first ``fail_first`` deliveries, or a fixed ``answer`` status.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,11 +38,14 @@ class Receiver:
     answer: int | None = None  # answer this status to every delivery (after fail_first)
     deliveries: list[Delivery] = field(default_factory=list)
     port: int = 0
+    tls: ssl.SSLContext | None = None  # serve https with this context
+    host: str = "127.0.0.1"  # the name the URL gives (its certificate's, under https)
     _server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}/hooks"
 
     @property
     def verified(self) -> list[Delivery]:
@@ -94,6 +98,8 @@ class Receiver:
 
         self.port = free_port()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
