@@ -118,6 +118,8 @@ def send_test(instance: Instance, vendor: Vendor) -> OutboxMessage:
     """Queue a test push to the vendor's topic; the outbox sends it within seconds."""
     if not is_on(instance):
         raise DeliveryError("push is off: set [push] ntfy_url", permanent=True)
+    if not vendor.push_topic:
+        raise DeliveryError(f"vendor {vendor.email} has no push topic", permanent=True)
     with db.write():
         row = outbox.enqueue_message(
             instance.keys,
