@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import peewee
 
-from outofoffice import abuse, accounts, clock, db, notify, outbox, routing
+from outofoffice import abuse, accounts, clock, db, notify, outbox, push, routing, sms, webhooks
 from outofoffice.errors import ValidationError
 from outofoffice.instance import Instance
 from outofoffice.keys import hash_token
@@ -191,6 +192,10 @@ def _insert_with_reference(
     raise RuntimeError("could not find a free reference")
 
 
+def status_url(instance: Instance, token: str) -> str:
+    return instance.url(f"/s/{token}")
+
+
 def status_token(instance: Instance, reference: str) -> str:
     """The caller's private status link token: derived, so a repeat can show it again."""
     return instance.keys.sign("status-link", f"status:{reference}")
@@ -264,12 +269,19 @@ def submit(instance: Instance, account: Account, form: dict[str, str], ip: str =
         )
         d, token = _insert_with_reference(instance, account, values)
         event(d, "submitted")
+        webhooks.queue_event(instance, d, "dispatch.created")
+        text_caller(
+            instance,
+            d,
+            lambda: sms.caller_confirmation_text(instance, d, status_url(instance, token)),
+        )
         if vendors:
             event(d, "routed", vendors[0], routing.describe(route, d))
-            queue_vendor_email(instance, d, vendors[0])
+            queue_offer(instance, d, vendors[0])
             notify.new_dispatch(instance, d, data)
         else:  # the owner's alert says it all
             event(d, "unrouted", detail="no route matches this request")
+            webhooks.queue_event(instance, d, "dispatch.unassigned")
             notify.alert(instance, d, "No route matches this request; nobody was paged.", data)
     outbox.wake()
     return Submission(d, token, False)
@@ -296,7 +308,7 @@ def _offer(instance: Instance, d: Dispatch, vendor: Vendor, position: int, statu
         escalate_at=deadline,
         offered_at=now,
     )
-    queue_vendor_email(instance, d, vendor)
+    queue_offer(instance, d, vendor)
 
 
 def caller(instance: Instance, d: Dispatch) -> dict[str, str]:
@@ -312,6 +324,59 @@ def subject_text(d: Dispatch) -> str:
     if d.subject_id and d.subject.address:
         return f"{d.subject.name}, {d.subject.address}"
     return d.subject_label
+
+
+def queue_offer(instance: Instance, d: Dispatch, vendor: Vendor) -> None:
+    """Ask one vendor by every channel they have and the installation sends by: email
+    always, SMS when their phone can take one, push to their ntfy topic."""
+    queue_vendor_email(instance, d, vendor)
+    ways = set(vendor.channels or ()) & set(instance.deliverers)
+    emergency = is_emergency(d)
+    common = dict(kind="vendor", account=d.account, dispatch=d, vendor=vendor, emergency=emergency)
+    if "sms" in ways and (phone := sms.e164(vendor.phone)):
+        outbox.enqueue_message(
+            instance.keys,
+            channel="sms",
+            to=instance.keys.encrypt(phone),
+            body=sms.offer_text(instance, d, vendor),
+            **common,
+        )
+        event(d, "sms_queued", vendor)
+    if "push" in ways and vendor.push_topic:
+        outbox.enqueue_message(
+            instance.keys,
+            channel="push",
+            to=vendor.push_topic,
+            body=push.offer_payload(instance, d, vendor),
+            **common,
+        )
+        event(d, "push_queued", vendor)
+
+
+def text_caller(instance: Instance, d: Dispatch, text: Callable[[], str]) -> None:
+    """An update to the caller by SMS, when the firm turned that on and the caller gave
+    a number in international form; their phone is used for nothing else, and is
+    stored encrypted here as everywhere."""
+    account = d.account
+    if not account.caller_sms or "sms" not in instance.deliverers:
+        return
+    phone = sms.e164(instance.keys.decrypt(d.caller_phone))
+    if phone is None:
+        return
+    outbox.enqueue_message(
+        instance.keys,
+        channel="sms",
+        to=instance.keys.encrypt(phone),
+        body=text(),
+        kind="caller",
+        account=account,
+        dispatch=d,
+    )
+    event(d, "sms_queued", detail="to the caller")
+
+
+def is_emergency(d: Dispatch) -> bool:
+    return bool(d.category_id and d.category.emergency)
 
 
 def queue_vendor_email(instance: Instance, d: Dispatch, vendor: Vendor) -> None:
@@ -338,7 +403,7 @@ def queue_vendor_email(instance: Instance, d: Dispatch, vendor: Vendor) -> None:
         minutes=account.escalate_after_minutes,
         last=d.chain_position + 1 >= len(d.chain),
     )
-    urgent = "URGENT: " if d.category_id and d.category.emergency else ""
+    urgent = "URGENT: " if is_emergency(d) else ""
     where = d.subject_label or account.business_name
     outbox.enqueue(
         instance.keys,
@@ -380,11 +445,14 @@ def _pass_on(
     if found is None:
         event(d, "unassigned", detail="every vendor of the route was asked")
         _set(d, status="unassigned", vendor=None, escalate_at=None)
+        webhooks.queue_event(instance, d, f"dispatch.{kind}")
+        webhooks.queue_event(instance, d, "dispatch.unassigned")
         notify.alert(
             instance, d, "Every vendor was asked and nobody accepted.", caller(instance, d)
         )
         return
     _offer(instance, d, nxt, found[1], kind)
+    webhooks.queue_event(instance, d, f"dispatch.{kind}")
 
 
 # --- the outbox tells us about vendor emails ------------------------------------------
@@ -433,18 +501,31 @@ class DispatchHooks(outbox.Hooks):
         due = row.sent_at + timedelta(minutes=minutes)
         execute(db.sql(START_TIMER_SQL), (due, row.sent_at, row.dispatch_id, row.vendor_id))
 
+    def _recipient(self, row: OutboxMessage) -> str:
+        """Who a failed message was for, in the history: an SMS row's number is stored
+        encrypted, and a caller's stays out of the history."""
+        if row.channel == "sms":
+            return (
+                "the caller" if row.kind == "caller" else self.instance.keys.decrypt(row.recipient)
+            )
+        if row.channel == "push":
+            return "the vendor's ntfy topic"
+        if row.channel == "webhook":
+            return f"the webhook endpoint {row.recipient}"
+        return row.recipient
+
     def failed(self, row: OutboxMessage, reason: str, dead: bool) -> None:
-        if not row.dispatch_id:
-            if dead and row.account_id and row.kind not in notify.OWNER_KINDS:
+        if not row.dispatch_id:  # an email's dead letter is the owner's to know of
+            mine = row.account_id and row.kind not in notify.OWNER_KINDS
+            if dead and mine and row.channel == "email":
                 notify.dead_letter(self.instance, row)
             return
         if row.channel == "webhook" and not dead:  # its tries are on the webhooks page
             return
         d = db.locked(Dispatch, row.dispatch_id)
-        to = "the caller" if row.kind == "caller" else row.recipient
-        if row.channel == "webhook":
-            to = f"the webhook endpoint {row.recipient}"
-        repeated_event(d, f"{row.channel}_failed", row.vendor_id, f"to {to}: {reason}")
+        repeated_event(
+            d, f"{row.channel}_failed", row.vendor_id, f"to {self._recipient(row)}: {reason}"
+        )
         if not dead:
             return
         if (
@@ -618,6 +699,8 @@ def act(instance: Instance, token: str) -> tuple[ActionLink, bool]:
                 event(d, "accepted", link.vendor)
                 _set(d, status="accepted", escalate_at=None)
                 notify.accepted(instance, d, caller(instance, d))
+                webhooks.queue_event(instance, d, "dispatch.accepted")
+                text_caller(instance, d, lambda: sms.caller_accepted_text(d, link.vendor))
             elif d.status not in ("accepted", "resolved"):
                 raise ActionError(
                     "This request can no longer be accepted: the office has it now.",
@@ -643,6 +726,8 @@ def act(instance: Instance, token: str) -> tuple[ActionLink, bool]:
             if d.status in (*WAITING, "accepted"):
                 event(d, "resolved", link.vendor)
                 _set(d, status="resolved", escalate_at=None)
+                webhooks.queue_event(instance, d, "dispatch.resolved")
+                text_caller(instance, d, lambda: sms.caller_resolved_text(d))
             elif d.status == "resolved":
                 return link, False
             else:
@@ -668,13 +753,15 @@ def reassign(instance: Instance, account: Account, d: Dispatch, vendor_id: str) 
     return vendor
 
 
-def close(account: Account, d: Dispatch, note: str = "") -> None:
+def close(instance: Instance, d: Dispatch, note: str = "") -> None:
     with db.write():
         d = db.locked(Dispatch, d.id)
         if d.status == "closed":
             return
         event(d, "closed", detail=note.strip()[:500] or "closed by the owner")
         _set(d, status="closed", escalate_at=None)
+        webhooks.queue_event(instance, d, "dispatch.closed")
+    outbox.wake()
 
 
 def for_owner(account: Account, dispatch_id: int | str) -> Dispatch | None:

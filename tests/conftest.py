@@ -20,7 +20,7 @@ import webtest
 
 from outofoffice import accounts, clock, config, db, dispatch, outbox, owner_setup
 from outofoffice.instance import Instance
-from outofoffice.models import Category
+from outofoffice.models import Category, WebhookEndpoint
 from outofoffice.web import create_app
 from tests import postgres
 from tests.servers import ServerProcess
@@ -186,6 +186,17 @@ def as_imported(vendors: list[dict]) -> list[dict]:
     topics = [v["push_topic"] for v in vendors]
     assert len(set(topics)) == len(topics) and all(t.startswith("ooo-") for t in topics)
     return [{k: v for k, v in vendor.items() if k != "push_topic"} for vendor in vendors]
+
+
+def webhook_endpoint(instance: Instance, account) -> WebhookEndpoint:
+    """An endpoint of the account's, made as the dashboard stores one (its URL is not
+    resolved: these tests never deliver to it)."""
+    return WebhookEndpoint.create(
+        account=account,
+        url="https://hooks.example.com/dispatches",
+        secret=instance.keys.encrypt("whsec_" + "A" * 43),
+        events=["dispatch.created"],
+    )
 
 
 def deliver(instance: Instance) -> dict[str, int]:

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from outofoffice import accounts, db, dispatch, owner_setup
-from tests.conftest import ALPHA, client, path_of, request_form, sign_in
+from tests.conftest import ALPHA, client, path_of, request_form, sign_in, webhook_endpoint
 
 GA = "G-TEST12345"
 
@@ -44,6 +44,7 @@ def test_no_other_route_in_the_app_carries_analytics(ga_app):
         sub = dispatch.submit(instance, account, request_form(firm))
         action = dispatch.action_token(instance, sub.dispatch, vendor, "accept")
         login = path_of(accounts.login_link(instance, account)).rsplit("/", 1)[1]
+        endpoint = webhook_endpoint(instance, account)
     sign_in(app, instance, account)
     values = {
         "slug": "alpha",
@@ -52,6 +53,7 @@ def test_no_other_route_in_the_app_carries_analytics(ga_app):
         "item_id": None,
         "dispatch_id": str(sub.dispatch.id),
         "route_id": str(owner_setup.routes(account)[0].id),
+        "endpoint_id": str(endpoint.id),
         "digest": "0" * 16,  # no logo: its 404 page carries nothing either
     }
     tokens = {"/auth/": login, "/s/": sub.status_token, "/v/": action}

@@ -15,10 +15,10 @@ from contextlib import contextmanager
 import pytest
 
 from outofoffice import accounts, db
-from outofoffice.models import Dispatch, Route, Setting
+from outofoffice.models import Dispatch, Setting
 from tests.conftest import DATABASE, path_of, request_form, sign_in
 from tests.test_caller_web import vendor_paths
-from tests.test_route_table import dashboard_routes, fill
+from tests.test_route_table import dashboard_routes, fill, object_ids
 
 WAIT = 1  # [storage] write_wait_seconds in these tests
 PHONE = "+1 312 555 0140"
@@ -309,14 +309,8 @@ def test_pages_that_only_read_answer_while_the_write_lock_is_held(app, alpha, in
     sign_in(app, instance, alpha["account"])
     with db.connection():
         d = Dispatch.get()
-        ids = {
-            "vendors": alpha["vera"].id,
-            "subjects": alpha["elm"].id,
-            "categories": alpha["plumbing"].id,
-            "route_id": Route.select().where(Route.account == alpha["account"]).first().id,
-            "dispatch_id": d.id,
-        }
         sign_in_link = path_of(accounts.login_link(instance, alpha["account"]))
+    ids = object_ids(instance, alpha, d)
     public = ["/", "/privacy", "/login", "/signup", sign_in_link]
     paths = ["/r/alpha", status_path, accept, *public] + [
         fill(rule, ids) for rule in dashboard_routes(app, "GET")

@@ -301,7 +301,7 @@ def test_the_owner_reassigns_and_closes(instance, firm, submitted, mailbox):
     d = Dispatch.get_by_id(sub.dispatch.id)
     dispatch.reassign(instance, firm["account"], d, str(firm["lock"].id))
     assert to(mailbox, "lou@locks.example")
-    dispatch.close(firm["account"], Dispatch.get_by_id(d.id), "Fixed by the caretaker")
+    dispatch.close(instance, Dispatch.get_by_id(d.id), "Fixed by the caretaker")
     d = Dispatch.get_by_id(d.id)
     assert d.status == "closed" and kinds(d)[-1] == "closed"
 

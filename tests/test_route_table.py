@@ -8,8 +8,16 @@ import re
 import pytest
 
 from outofoffice import db, dispatch
-from outofoffice.models import Category, Dispatch, Route, Subject, Vendor
-from tests.conftest import Client, client, csrf_of, request_form, sign_in
+from outofoffice.models import (
+    Category,
+    Dispatch,
+    OutboxMessage,
+    Route,
+    Subject,
+    Vendor,
+    WebhookEndpoint,
+)
+from tests.conftest import Client, client, csrf_of, request_form, sign_in, webhook_endpoint
 
 PARAM = re.compile(r"<([a-z_]+)(?::[a-z]+)?>")
 
@@ -30,18 +38,26 @@ def fill(rule: str, ids: dict) -> str:
     return PARAM.sub(value, rule)
 
 
-@pytest.fixture
-def alpha_ids(instance, firm):
+def object_ids(instance, firm, d) -> dict:
+    """An id of each kind of object the dashboard's URLs name, all of the firm's."""
     with db.connection():
-        d = dispatch.submit(instance, firm["account"], request_form(firm)).dispatch
         route = Route.select().where(Route.account == firm["account"]).first()
+        endpoint = webhook_endpoint(instance, firm["account"])
     return {
         "vendors": firm["vera"].id,
         "subjects": firm["elm"].id,
         "categories": firm["plumbing"].id,
         "route_id": route.id,
         "dispatch_id": d.id,
+        "endpoint_id": endpoint.id,
     }
+
+
+@pytest.fixture
+def alpha_ids(instance, firm):
+    with db.connection():
+        d = dispatch.submit(instance, firm["account"], request_form(firm)).dispatch
+    return object_ids(instance, firm, d)
 
 
 def snapshot(account):
@@ -52,6 +68,11 @@ def snapshot(account):
             [c.name for c in Category.select().where(Category.account == account)],
             Route.select().where(Route.account == account).count(),
             [(d.status, d.vendor_id) for d in Dispatch.select().where(Dispatch.account == account)],
+            [
+                (e.url, e.events, e.active)
+                for e in WebhookEndpoint.select().where(WebhookEndpoint.account == account)
+            ],
+            OutboxMessage.select().where(OutboxMessage.account == account).count(),
         )
 
 

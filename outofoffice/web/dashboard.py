@@ -529,7 +529,7 @@ def reassign(dispatch_id: int):
 def close(dispatch_id: int):
     owner = require_owner()
     d = _dispatch_or_404(owner, dispatch_id)
-    dispatch.close(owner, d, bottle.request.forms.getunicode("note", "") or "")
+    dispatch.close(instance(), d, bottle.request.forms.getunicode("note", "") or "")
     see_other(f"/dashboard/dispatches/{d.id}")
 
 

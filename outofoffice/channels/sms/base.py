@@ -24,4 +24,6 @@ class SmsProvider(Deliverer):
     channel = "sms"
 
     def compose(self, row, keys) -> Sms:
-        return Sms(to=row.recipient, body=keys.decrypt(row.body_text))
+        """The number is stored encrypted: for a caller's texts it is the caller's
+        phone, which is never at rest in the clear."""
+        return Sms(to=keys.decrypt(row.recipient), body=keys.decrypt(row.body_text))
