@@ -22,7 +22,10 @@ class Breaker:
     """One per mailer and process (the instance holds it); one delivery pass runs at a
     time (the scheduler's job runs alone), so it needs no lock."""
 
-    def __init__(self, open_after: int = OPEN_AFTER, probe_every: timedelta = PROBE_EVERY):
+    def __init__(
+        self, open_after: int | None = OPEN_AFTER, probe_every: timedelta = PROBE_EVERY
+    ):
+        """``open_after`` None: never opens (each webhook endpoint fails on its own)."""
         self.open_after = open_after
         self.probe_every = probe_every
         self.failures = 0
@@ -49,7 +52,7 @@ class Breaker:
         if self.failures == 0:
             self.failing_since = clock.now()
         self.failures += 1
-        if self.is_open or self.failures < self.open_after:
+        if self.is_open or self.open_after is None or self.failures < self.open_after:
             return False
         self.is_open = True
         self._next_probe = clock.now() + self.probe_every

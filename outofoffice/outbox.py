@@ -280,7 +280,7 @@ class Delivery:
     def of(cls, deliverer: Deliverer) -> Delivery:
         """Each webhook endpoint fails on its own: one down holds back no other, so that
         channel's breaker never opens."""
-        return cls() if deliverer.one_provider else cls(breaker=Breaker(open_after=0))
+        return cls() if deliverer.one_provider else cls(breaker=Breaker(open_after=None))
 
 
 def new_claim() -> str:

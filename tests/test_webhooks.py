@@ -606,3 +606,15 @@ def test_it_refuses_a_certificate_for_another_name(
     assert (row.status, row.attempts) == ("queued", 1)
     assert "securely" in row.last_error
     assert receiver.deliveries == []
+
+
+def test_an_endpoint_that_keeps_failing_holds_back_no_other(instance, firm, receivers):
+    down, up = receivers(fail_first=100), receivers()
+    failing = add(instance, firm["account"], down, ["dispatch.created"])
+    add(instance, firm["account"], up, ["dispatch.created"])
+    for n in range(4):  # four callers: four requests, none a repeat of another
+        submitted(instance, firm, phone=f"+1 555 010 {n}{n}{n}{n}")
+    deliver(instance)
+
+    assert up.types() == ["dispatch.created"] * 4
+    assert [(r.status, r.last_status) for r in rows(failing)] == [("queued", 500)] * 4
