@@ -192,10 +192,25 @@ def migrate(state: State) -> None:
 
 @cli.command()
 @click.option("--send-test-email", metavar="ADDR", help="Also send a test email to ADDR now.")
+@click.option(
+    "--send-test-sms", metavar="NUMBER", help="Also text NUMBER (+15550100199) now, through [sms]."
+)
+@click.option(
+    "--send-test-push",
+    metavar="VENDOR_EMAIL",
+    help="Also push a test notification to that vendor's ntfy topic now.",
+)
 @click.option("--show-config", is_flag=True, help="Print the effective config, secrets hidden.")
 @pass_state
-def check(state: State, send_test_email: str | None, show_config: bool) -> None:
-    """Check the config, the data folder, the database and the mail backend."""
+def check(
+    state: State,
+    send_test_email: str | None,
+    send_test_sms: str | None,
+    send_test_push: str | None,
+    show_config: bool,
+) -> None:
+    """Check the config, the data folder, the database, the mail backend and the SMS
+    and push channels."""
     cfg = state.config
     click.echo(f"config: ok ({cfg.announcement})")
     if cfg.operator.contact_email == config.default("operator", "contact_email"):
@@ -238,8 +253,60 @@ def check(state: State, send_test_email: str | None, show_config: bool) -> None:
         except MailError as exc:
             raise click.ClickException(f"test email not sent: {exc}") from None
         click.echo(f"test email: sent to {send_test_email}")
+    _check_channels(inst, send_test_sms, send_test_push)
     _check_health(cfg)
     click.echo("all checks passed")
+
+
+def _check_channels(inst: Instance, test_sms: str | None, test_push: str | None) -> None:
+    """SMS and push: whether each is on and what config alone shows is wrong; a test
+    message sent at once, not through the outbox, so its answer is the provider's."""
+    from outofoffice import push, sms
+    from outofoffice.channels.base import DeliveryError
+    from outofoffice.channels.sms.base import Sms
+    from outofoffice.models import Vendor
+
+    for channel, off in (
+        ("sms", '[sms] provider = "none"'),
+        ("push", "[push] ntfy_url is empty"),
+    ):
+        deliverer = inst.deliverers.get(channel)
+        if deliverer is None:
+            click.echo(f"{channel}: off ({off})")
+            continue
+        if problems := deliverer.problems():
+            raise click.ClickException(problems[0])
+        click.echo(f"{channel}: ok ({deliverer.describe()})")
+    if test_sms:
+        if "sms" not in inst.deliverers:
+            raise click.ClickException('--send-test-sms: SMS is off; set [sms] provider = "twilio"')
+        number = sms.e164(test_sms)
+        if number is None:
+            raise click.ClickException(
+                f"--send-test-sms: {test_sms!r} is not a phone number in international form, "
+                "such as +15550100199"
+            )
+        text = f"Test message from {inst.config.operator.name}: SMS works."
+        try:
+            receipt = inst.deliverers["sms"].send(Sms(to=number, body=text))
+        except DeliveryError as exc:
+            raise click.ClickException(f"test SMS not sent: {exc}") from None
+        click.echo(f"test SMS: sent to {number} ({receipt.provider_id if receipt else 'taken'})")
+    if test_push:
+        with db.connection():  # one person may be a vendor of several firms: each topic
+            vendors = list(
+                Vendor.select().where(Vendor.email == accounts.normalise_email(test_push))
+            )
+        if not vendors:
+            raise click.ClickException(f"--send-test-push: no vendor has the email {test_push}")
+        for vendor in vendors:
+            try:
+                with db.connection():
+                    message_id = push.send_test_now(inst, vendor)
+                    firm = vendor.account.business_name
+            except DeliveryError as exc:
+                raise click.ClickException(f"test push not sent: {exc}") from None
+            click.echo(f"test push: sent to {vendor.name} of {firm} (ntfy message {message_id})")
 
 
 def _check_health(cfg: config.Config) -> None:

@@ -10,7 +10,9 @@ from click.testing import CliRunner
 
 from outofoffice.cli import cli
 from tests.conftest import DATA, as_imported
+from tests.ntfy_standin import NtfyStandIn
 from tests.servers import CREATE_ALPHA
+from tests.twilio_standin import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioStandIn
 
 CREATE = CREATE_ALPHA
 
@@ -352,3 +354,60 @@ def test_init_without_a_base_url_leaves_it_to_follow_the_port(tmp_path):
     run("--config", path, *CREATE)
     link = run("--config", path, "accounts", "login-link", "alpha").output.strip()
     assert link.startswith("http://127.0.0.1:9123/auth/")
+
+
+def with_channels(cfg, twilio: TwilioStandIn, ntfy: NtfyStandIn) -> None:
+    cfg.write_text(
+        cfg.read_text()
+        + '\n[sms]\nprovider = "twilio"\n[sms.twilio]\n'
+        + f'account_sid = "{ACCOUNT_SID}"\nauth_token = "{AUTH_TOKEN}"\n'
+        + f'from_number = "{FROM_NUMBER}"\napi_url = "{twilio.url}"\n'
+        + f'[push]\nntfy_url = "{ntfy.url}"\n'
+    )
+
+
+def test_check_texts_and_pushes_a_test_at_once(cfg):
+    twilio, ntfy = TwilioStandIn().start(), NtfyStandIn().start()
+    try:
+        with_channels(cfg, twilio, ntfy)
+        run("--config", cfg, "import", SAMPLE)
+        result = run(
+            "--config",
+            cfg,
+            "check",
+            "--send-test-sms",
+            "+1 555 010 0199",
+            "--send-test-push",
+            "Dale@northside-plumbing.example",
+        )
+        assert f"sms: ok (twilio ({twilio.url}, from {FROM_NUMBER}))" in result.output
+        assert f"push: ok (ntfy ({ntfy.url}))" in result.output
+        [text] = twilio.messages
+        assert text["To"] == "+15550100199" and "SMS works" in text["Body"]
+        assert f"test SMS: sent to +15550100199 ({text['sid']})" in result.output
+        [pushed] = ntfy.messages
+        assert pushed["topic"].startswith("ooo-")
+        assert "test push: sent to Dale Kowalski of Lakeshore" in result.output
+    finally:
+        twilio.stop()
+        ntfy.stop()
+
+
+def test_check_says_why_a_test_sms_or_push_cannot_go(cfg):
+    error = error_line(run("--config", cfg, "check", "--send-test-sms", "+15550100199", ok=False))
+    assert error == 'Error: --send-test-sms: SMS is off; set [sms] provider = "twilio"'
+    twilio, ntfy = TwilioStandIn().start(), NtfyStandIn().start()
+    try:
+        with_channels(cfg, twilio, ntfy)
+        bad = run("--config", cfg, "check", "--send-test-sms", "555-0199", ok=False)
+        assert "is not a phone number in international form" in error_line(bad)
+        nobody = run("--config", cfg, "check", "--send-test-push", "no@one.example", ok=False)
+        assert (
+            error_line(nobody) == "Error: --send-test-push: no vendor has the email no@one.example"
+        )
+        twilio.answer_next("21211")
+        refused = run("--config", cfg, "check", "--send-test-sms", "+15550100199", ok=False)
+        assert error_line(refused).startswith("Error: test SMS not sent: Twilio 400 21211")
+    finally:
+        twilio.stop()
+        ntfy.stop()
