@@ -336,6 +336,9 @@ def _check_health(cfg: config.Config) -> None:
         click.echo("mail delivery: ok (no failures)")
     elif "mail" not in kinds:
         click.echo(f"mail delivery: failing since {since:%Y-%m-%d %H:%M:%S} UTC")
+    for channel, at in report.failing_since.items():
+        if channel not in kinds:
+            click.echo(f"{channel} delivery: failing since {at:%Y-%m-%d %H:%M:%S} UTC")
     if report.free_mb is not None and "disk" not in kinds:
         click.echo(f"free space: ok ({report.free_mb} MiB on the data folder's disk)")
         if report.low_space:

@@ -361,7 +361,8 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
                 "mail_failing_seconds",
                 int,
                 60,
-                "Mail has failed, with no message getting through, for longer than this.",
+                "Mail (or SMS, or push) has failed, with no message getting through, for "
+                "longer than this.",
                 minimum=1,
                 maximum=86_400,
             ),

@@ -181,6 +181,8 @@ class Report:
     outbox_backlog: int | None = None
     oldest_due_seconds: int | None = None  # how long the oldest due message has waited
     mail_failing_since: datetime | None = None  # naive UTC
+    # the other channels the same way: "sms", "push" -> since when, naive UTC
+    failing_since: dict[str, datetime] = field(default_factory=dict)
     free_mb: int | None = None  # MiB free on the data folder's file system
     low_space: bool = False  # under twice [health] min_free_mb: `check` warns
     problems: list[Problem] = field(default_factory=list)
@@ -201,9 +203,27 @@ class Report:
             "outbox_backlog": self.outbox_backlog,
             "oldest_due_seconds": self.oldest_due_seconds,
             "mail_failing_since": _iso(since) if since else None,
+            **{
+                f"{channel}_failing_since": _iso(at) if at else None
+                for channel in FAILING_CHANNELS
+                for at in [self.failing_since.get(channel)]
+            },
             "free_mb": self.free_mb,
             "problems": [p.text for p in self.problems],
         }
+
+
+# Channels beside email whose provider may be down for the whole installation (each
+# webhook endpoint fails on its own, and its owner sees that on the webhooks page).
+FAILING_CHANNELS = {"sms": "SMS", "push": "push"}
+CHANNEL_ADVICE = {
+    "mail": "the relay or provider refuses or does not answer: the log has its answer, "
+    "`outofoffice check --send-test-email ADDR` tries it now",
+    "sms": "Twilio refuses or does not answer: the log has its answer, "
+    "`outofoffice check --send-test-sms NUMBER` tries it now",
+    "push": "the ntfy server refuses or does not answer: the log has its answer, "
+    "`outofoffice check --send-test-push VENDOR_EMAIL` tries it now",
+}
 
 
 def _iso(moment: datetime) -> str:
@@ -243,6 +263,7 @@ def assess(config: Config, probe: WriteProbe | None = None) -> Report:
             report.outbox_backlog = outbox.backlog()
             due = outbox.oldest_due()
             since = outbox.failing_since()
+            others = {channel: outbox.failing_since(channel) for channel in FAILING_CHANNELS}
     except Exception as exc:  # a database that is down is the report, not a 500
         if db.is_disconnect(exc):
             db.drop_idle()
@@ -268,16 +289,19 @@ def assess(config: Config, probe: WriteProbe | None = None) -> Report:
                     )
                 )
         if since is not None:
-            since = report.mail_failing_since = _naive_utc(since)
-            failing = _seconds(now - since)
-            if now - since > timedelta(seconds=limits.mail_failing_seconds):
+            report.mail_failing_since = _naive_utc(since)
+        report.failing_since = {c: _naive_utc(at) for c, at in others.items() if at}
+        failing = {"mail": report.mail_failing_since, **report.failing_since}
+        for kind, at in failing.items():
+            if at is not None and now - at > timedelta(seconds=limits.mail_failing_seconds):
+                what = "mail" if kind == "mail" else FAILING_CHANNELS[kind]
                 problems.append(
                     Problem(
-                        "mail",
-                        f"mail has failed for {_duration(failing)}, since {_iso(since)} "
-                        f"(over [health] mail_failing_seconds = {limits.mail_failing_seconds})",
-                        "the relay or provider refuses or does not answer: the log has its "
-                        "answer, `outofoffice check --send-test-email ADDR` tries it now",
+                        kind,
+                        f"{what} has failed for {_duration(_seconds(now - at))}, since "
+                        f"{_iso(at)} (over [health] mail_failing_seconds = "
+                        f"{limits.mail_failing_seconds})",
+                        CHANNEL_ADVICE[kind],
                     )
                 )
         if due is not None:

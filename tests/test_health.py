@@ -22,7 +22,8 @@ from outofoffice import clock, config, db, health, outbox, portability
 from outofoffice.cli import cli
 from outofoffice.instance import Instance
 from outofoffice.models import Setting
-from tests.conftest import client, request_form
+from tests.conftest import client, deliver, request_form
+from tests.twilio_standin import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioStandIn
 
 FIELDS = {
     "status",
@@ -33,6 +34,8 @@ FIELDS = {
     "outbox_backlog",
     "oldest_due_seconds",
     "mail_failing_since",
+    "sms_failing_since",
+    "push_failing_since",
     "free_mb",
     "problems",
 }
@@ -104,6 +107,39 @@ def test_mail_failing_longer_than_the_threshold_is_a_fault(instance, app):
         Setting.delete().where(Setting.name == outbox.FAILING_SINCE).execute()
     report = healthz(app)
     assert report["mail_failing_since"] is None and report["problems"] == [NO_SCHEDULER]
+
+
+def test_twilio_failing_is_a_fault_of_its_own_while_mail_goes(make_instance):
+    """Twilio answers 500 to every text: its breaker opens after three, and once that has
+    lasted [health] mail_failing_seconds /healthz names SMS, not mail."""
+    with TwilioStandIn() as twilio:
+        instance = make_instance(
+            sms={"provider": "twilio"},
+            sms__twilio={
+                "account_sid": ACCOUNT_SID,
+                "auth_token": AUTH_TOKEN,
+                "from_number": FROM_NUMBER,
+                "api_url": twilio.url,
+            },
+        )
+        twilio.answer_next("500", times=10)
+        with db.connection(), db.write():
+            for _ in range(4):
+                outbox.enqueue_message(
+                    instance.keys,
+                    channel="sms",
+                    to=instance.keys.encrypt("+15550100123"),
+                    body="Test",
+                    kind="test",
+                )
+        deliver(instance)
+        app = client(instance)
+        report = healthz(app)
+        assert report["sms_failing_since"] is not None and report["mail_failing_since"] is None
+        clock.advance(timedelta(seconds=61))
+        [problem] = [p for p in healthz(app)["problems"] if p != NO_SCHEDULER]
+        assert problem.startswith("SMS has failed for ")
+        assert "[health] mail_failing_seconds = 60" in problem
 
 
 def test_a_due_message_waiting_longer_than_the_threshold_is_a_fault(instance, app, firm, mailbox):

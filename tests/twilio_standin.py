@@ -176,6 +176,12 @@ class TwilioStandIn:
             self.server.shutdown()
             self.server.server_close()
 
+    def __enter__(self) -> TwilioStandIn:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
 
 def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
     """From Twilio's "Secure webhooks": take the full URL, append each POST parameter's
