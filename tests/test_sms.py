@@ -588,3 +588,22 @@ def test_a_bare_done_asks_which_when_the_latest_offer_is_not_the_accepted_one(
         f"Marked {alpha.reference} resolved."
     )
     assert fresh(alpha).status == "resolved"
+
+
+def test_a_vendor_silent_on_sms_is_passed_on_as_on_email(instance, texting, twilio):
+    """Vera got the email and the text and answers neither: at the firm's silence
+    timer the request goes to Walt, as it would with email alone."""
+    Vendor.update(channels=["email", "sms"], phone="+15550102").where(
+        Vendor.id == texting["walt"].id
+    ).execute()
+    d = submit(instance, texting)
+    deliver(instance)
+    assert [m["To"] for m in twilio.messages] == [VERA]
+    clock.advance(timedelta(minutes=texting["account"].escalate_after_minutes, seconds=1))
+    assert dispatch.escalate_due(instance) == 1
+    deliver(instance)
+
+    d = fresh(d)
+    assert d.status == "escalated" and d.vendor_id == texting["walt"].id
+    assert [m["To"] for m in twilio.messages] == [VERA, "+15550102"]
+    assert kinds(d).count("sms_sent") == 2
