@@ -164,6 +164,20 @@ def test_pressing_accept_accepts_once_and_a_second_press_changes_nothing(
     assert events(d, "accepted") == 1
 
 
+def test_the_ntfy_servers_own_web_app_may_read_the_answer_and_no_other_site(
+    instance, firm, ntfy, app
+):
+    offer(instance, firm)
+    deliver(instance)
+    accept = ntfy.messages[0]["actions"][0]["url"]
+    ours = press(app, accept, {"Origin": ntfy.url, "Sec-Fetch-Site": "cross-site"})
+    assert ours.headers["Access-Control-Allow-Origin"] == ntfy.url
+    other = press(app, accept, NTFY_SH)  # not this installation's ntfy server
+    assert "Access-Control-Allow-Origin" not in other.headers
+    page = app.get(path_of(accept), headers={"Origin": ntfy.url})
+    assert "Access-Control-Allow-Origin" not in page.headers
+
+
 def test_pressing_decline_passes_the_request_on(instance, firm, ntfy, app):
     d = offer(instance, firm)
     deliver(instance)
