@@ -297,6 +297,17 @@ def test_a_new_vendor_gets_an_unguessable_topic_of_their_own(instance, firm):
     assert all(t.startswith("ooo-") and len(t) >= 24 for t in topics)
 
 
+def test_a_vendor_can_be_given_push_as_they_are_added(instance, firm, app):
+    sign_in(app, instance, firm["account"])
+    form = app.get("/dashboard/vendors").forms["add"]
+    assert "channel_sms" not in form.fields  # this installation sends no SMS
+    form["name"], form["email"] = "Nina Night", "nina@plumb.example"
+    form["channel_push"] = True
+    assert form.submit().status_int == 303
+    nina = Vendor.get(Vendor.email == "nina@plumb.example")
+    assert nina.channels == ["email", "push"] and nina.push_topic.startswith("ooo-")
+
+
 def test_ticking_push_shows_the_subscribe_address_and_its_qr_code(instance, firm, app):
     page = vendor_page(app, instance, firm)
     assert page.html.find(id="subscribe-url") is None  # push not ticked yet

@@ -126,6 +126,7 @@ def list_items(name: str, form=None, errors=None, status=200, import_errors=None
         form=form or {"active": "on"},
         errors=errors or {},
         import_errors=import_errors or {},
+        offered=_offered() if name == "vendors" else (),
     )
 
 
@@ -133,7 +134,9 @@ def create_item(name: str):
     owner = require_owner()
     form = form_dict()
     try:
-        owner_setup.save(owner, _kind(name), form)
+        owner_setup.save(
+            owner, _kind(name), form, offered=_offered() if name == "vendors" else None
+        )
     except ValidationError as exc:
         return list_items(name, form, exc.errors, 400)
     see_other(f"/dashboard/{name}")
