@@ -22,9 +22,7 @@ class Breaker:
     """One per mailer and process (the instance holds it); one delivery pass runs at a
     time (the scheduler's job runs alone), so it needs no lock."""
 
-    def __init__(
-        self, open_after: int | None = OPEN_AFTER, probe_every: timedelta = PROBE_EVERY
-    ):
+    def __init__(self, open_after: int | None = OPEN_AFTER, probe_every: timedelta = PROBE_EVERY):
         """``open_after`` None: never opens (each webhook endpoint fails on its own)."""
         self.open_after = open_after
         self.probe_every = probe_every
