@@ -557,15 +557,20 @@ def _offer_reaches(d: Dispatch, row: OutboxMessage) -> bool:
     )
 
 
-def deliver_outbox(instance: Instance, sessions: dict | None = None) -> dict[str, int]:
+def deliver_outbox(
+    instance: Instance, sessions: dict | None = None, channels: list[str] | None = None
+) -> dict[str, int]:
     """The scheduler's delivery pass (and the tests'): send what is due on every
-    channel, through ``sessions`` (open sessions by channel) or sessions of their own;
-    the counts summed over the channels, and ``most``: the most one channel tried."""
+    channel (or those of ``channels``), through ``sessions`` (open sessions by channel)
+    or sessions of their own; the counts summed over the channels, and ``most``: the
+    most one channel tried."""
     counts = {"sent": 0, "retry": 0, "dead": 0, "released": 0}
     most = 0
     hooks = DispatchHooks(instance)
     lease = timedelta(seconds=instance.config.scheduler.lease_seconds)
     for channel, deliverer in instance.deliverers.items():
+        if channels is not None and channel not in channels:
+            continue
         got = outbox.deliver_due(
             deliverer,
             instance.keys,

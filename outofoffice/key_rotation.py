@@ -13,12 +13,16 @@ from contextlib import contextmanager
 from outofoffice import db, keys
 from outofoffice.config import Config
 from outofoffice.instance import record_key
-from outofoffice.models import Dispatch, MagicLink, OutboxMessage
+from outofoffice.models import Dispatch, MagicLink, OutboxMessage, WebhookEndpoint
 
+# Every encrypted column, and which rows hold ciphertext there (an email's recipient
+# is an address, which may begin "v1." too).
 ENCRYPTED = (
-    (Dispatch, ("caller_name", "caller_phone", "description")),
-    (OutboxMessage, ("body_text", "body_html")),
-    (MagicLink, ("payload",)),
+    (Dispatch, ("caller_name", "caller_phone", "description"), None),
+    (OutboxMessage, ("body_text", "body_html"), None),
+    (OutboxMessage, ("recipient",), OutboxMessage.channel == "sms"),
+    (MagicLink, ("payload",), None),
+    (WebhookEndpoint, ("secret",), None),
 )
 BATCH = 200
 
@@ -60,7 +64,7 @@ def _rotate(config: Config, progress: Callable[[int, int], None]) -> dict[str, i
     current = keys.Keys.load(config.secret_key_path)
     with db.write():
         record_key(current)  # processes started from now on need this newest key
-    total = sum(model.select().count() for model, _ in ENCRYPTED)
+    total = sum(_rows(model, where).count() for model, _, where in ENCRYPTED)
     counts, seen = {}, 0
 
     def looked_at(rows: int) -> None:
@@ -68,17 +72,25 @@ def _rotate(config: Config, progress: Callable[[int, int], None]) -> dict[str, i
         seen += rows
         progress(min(seen, total), total)
 
-    for model, columns in ENCRYPTED:
-        counts[model._meta.table_name] = _reencrypt(model, columns, current, looked_at)
-    db.vacuum([model for model, _ in ENCRYPTED])  # the old ciphertexts' bytes go too
+    for model, columns, where in ENCRYPTED:
+        name = model._meta.table_name
+        counts[name] = counts.get(name, 0) + _reencrypt(model, columns, where, current, looked_at)
+    db.vacuum(list(dict.fromkeys(model for model, _, _ in ENCRYPTED)))  # old bytes go too
     return counts
 
 
-def _reencrypt(model, columns: tuple[str, ...], current: keys.Keys, looked_at) -> int:
+def _rows(model, where):
+    query = model.select()
+    return query if where is None else query.where(where)
+
+
+def _reencrypt(model, columns: tuple[str, ...], where, current: keys.Keys, looked_at) -> int:
     done, last_id = 0, 0
     while True:
         with db.write():
-            rows = list(model.select().where(model.id > last_id).order_by(model.id).limit(BATCH))
+            rows = list(
+                _rows(model, where).where(model.id > last_id).order_by(model.id).limit(BATCH)
+            )
             for row in rows:
                 changed = {}
                 for column in columns:

@@ -559,7 +559,10 @@ def send_claimed(
         return _failure_recorded(row, claim, unreadable, hooks)
     try:
         receipt = (session or deliverer).send(message) or Receipt()
-    except DeliveryError as exc:
+    except Exception as exc:  # a deliverer's bug must not stop the channel: a failed try
+        if not isinstance(exc, DeliveryError):
+            log.exception("outbox: the %s deliverer failed unexpectedly", row.channel)
+            exc = DeliveryError(f"the send failed unexpectedly ({type(exc).__name__})")
         if exc.permanent or exc.retry_after is not None:
             breaker.answered()  # the provider answers: a refusal, or "not so fast"
         else:

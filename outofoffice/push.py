@@ -105,8 +105,15 @@ def renew_topic(vendor: Vendor) -> str:
     """A new topic for a vendor who lost their phone (or shared the old one): the old
     topic gets nothing more; they subscribe again to the new address."""
     with db.write():
-        vendor.push_topic = new_push_topic()
+        old, vendor.push_topic = vendor.push_topic, new_push_topic()
         vendor.save(only=[type(vendor).push_topic])
+        # what still waits to go is for the new phone, not the lost one
+        OutboxMessage.update(recipient=vendor.push_topic).where(
+            OutboxMessage.channel == "push",
+            OutboxMessage.status == "queued",
+            OutboxMessage.vendor == vendor.id,
+            OutboxMessage.recipient == old,
+        ).execute()
     return vendor.push_topic
 
 
@@ -121,6 +128,15 @@ def send_test(instance: Instance, vendor: Vendor) -> OutboxMessage:
     if not vendor.push_topic:
         raise DeliveryError(f"vendor {vendor.email} has no push topic", permanent=True)
     with db.write():
+        db.lock(("push-test", vendor.id))
+        waiting = OutboxMessage.get_or_none(
+            OutboxMessage.channel == "push",
+            OutboxMessage.kind == "test",
+            OutboxMessage.status == "queued",
+            OutboxMessage.vendor == vendor.id,
+        )
+        if waiting is not None:  # one at a time: a button pressed ten times is one test
+            return waiting
         row = outbox.enqueue_message(
             instance.keys,
             channel="push",

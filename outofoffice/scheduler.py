@@ -26,6 +26,7 @@ from outofoffice.instance import Instance
 log = logging.getLogger(__name__)
 
 OUTBOX_JOB = "outbox"
+WEBHOOK_JOB = "webhooks"  # a job of its own: a slow endpoint never holds back email or SMS
 OUTBOX_INTERVAL_SECONDS = 5
 ESCALATION_JOB = "escalation"
 ESCALATION_INTERVAL_SECONDS = 20
@@ -81,8 +82,11 @@ class Scheduler:
         self.instance = instance
         self.lock_path = _lock_path(instance.config)
         self._lock_fd: int | None = None
-        self._outbox_wanted = threading.Event()
-        self._delivering = threading.Event()  # a pass runs: a wake sets the flag only
+        channels = list(instance.deliverers)
+        self._jobs = [
+            DeliveryJob(self, OUTBOX_JOB, [c for c in channels if c != "webhook"]),
+            DeliveryJob(self, WEBHOOK_JOB, [c for c in channels if c == "webhook"]),
+        ]
         self._listener: db.Listener | None = None
         self._scheduler = BackgroundScheduler(
             timezone="UTC",
@@ -117,7 +121,7 @@ class Scheduler:
                 log.warning("outbox: could not let go of earlier claims: %s", outbox.cause(exc))
         now = datetime.now(UTC)
         jobs = [
-            (self.deliver_outbox, OUTBOX_JOB, {"seconds": OUTBOX_INTERVAL_SECONDS}),
+            *((job.run, job.job_id, {"seconds": OUTBOX_INTERVAL_SECONDS}) for job in self._jobs),
             (self.escalate, ESCALATION_JOB, {"seconds": ESCALATION_INTERVAL_SECONDS}),
             (self.send_digests, DIGEST_JOB, {"minutes": 5}),
             (self.sweep, SWEEP_JOB, {"hours": 1}),
@@ -148,39 +152,14 @@ class Scheduler:
         log.info("scheduler stopped")
 
     def wake_outbox(self) -> None:
-        """Run the delivery job now rather than at its next interval. A wake that comes
-        while the job runs is not lost: the running job sees the flag and goes again."""
-        self._outbox_wanted.set()
-        if self._scheduler.running and not self._delivering.is_set():
-            self._scheduler.modify_job(OUTBOX_JOB, next_run_time=datetime.now(UTC))
+        """Run the delivery jobs now rather than at their next interval."""
+        for job in self._jobs:
+            job.wake()
 
     def deliver_outbox(self) -> None:
-        """Passes of a few rows each until nothing is due and nothing new came in; one
-        session per channel (an SMTP connection) serves the whole run. Wakes meanwhile only
-        set the flag (asking APScheduler to start a running job again would log a
-        warning per wake); one that came as the run ended makes it go again."""
-        while True:
-            self._delivering.set()
-            try:
-                self._deliver_until_done()
-            finally:
-                self._delivering.clear()
-            if not self._outbox_wanted.is_set():
-                return
-
-    def _deliver_until_done(self) -> None:
-        with ExitStack() as stack, db.connection():
-            sessions = {
-                channel: stack.enter_context(deliverer.session())
-                for channel, deliverer in self.instance.deliverers.items()
-            }
-            while True:
-                self._outbox_wanted.clear()
-                counts = dispatch.deliver_outbox(self.instance, sessions)
-                if done := {k: v for k, v in counts.items() if v and k != "most"}:
-                    log.info("outbox: %s", ", ".join(f"{k} {v}" for k, v in done.items()))
-                if not (self._outbox_wanted.is_set() or outbox.more_due(counts)):
-                    return
+        """Every channel's pass now, in this thread (the CLI's and the tests' way)."""
+        for job in self._jobs:
+            job.run()
 
     def escalate(self) -> None:
         with db.connection():
@@ -196,3 +175,50 @@ class Scheduler:
         with db.connection(), db.singleton(DIGEST_JOB) as mine:
             if mine:
                 notify.send_digests(self.instance)
+
+
+class DeliveryJob:
+    """One scheduler job delivering some channels: email, SMS and push in one, webhooks
+    in another, so an endpoint that answers slowly delays only other webhooks."""
+
+    def __init__(self, scheduler: Scheduler, job_id: str, channels: list[str]):
+        self.scheduler = scheduler
+        self.job_id = job_id
+        self.channels = channels
+        self._wanted = threading.Event()
+        self._delivering = threading.Event()  # a pass runs: a wake sets the flag only
+
+    def wake(self) -> None:
+        """A wake that comes while the job runs is not lost: the running job sees the
+        flag and goes again."""
+        self._wanted.set()
+        background = self.scheduler._scheduler
+        if background.running and not self._delivering.is_set():
+            background.modify_job(self.job_id, next_run_time=datetime.now(UTC))
+
+    def run(self) -> None:
+        """Passes of a few rows each until nothing is due and nothing new came in; one
+        session per channel (an SMTP connection) serves the whole run. Wakes meanwhile
+        only set the flag (asking APScheduler to start a running job again would log a
+        warning per wake); one that came as the run ended makes it go again."""
+        while True:
+            self._delivering.set()
+            try:
+                self._deliver_until_done()
+            finally:
+                self._delivering.clear()
+            if not self._wanted.is_set():
+                return
+
+    def _deliver_until_done(self) -> None:
+        instance = self.scheduler.instance
+        deliverers = {c: d for c, d in instance.deliverers.items() if c in self.channels}
+        with ExitStack() as stack, db.connection():
+            sessions = {c: stack.enter_context(d.session()) for c, d in deliverers.items()}
+            while True:
+                self._wanted.clear()
+                counts = dispatch.deliver_outbox(instance, sessions, self.channels)
+                if done := {k: v for k, v in counts.items() if v and k != "most"}:
+                    log.info("%s: %s", self.job_id, ", ".join(f"{k} {v}" for k, v in done.items()))
+                if not (self._wanted.is_set() or outbox.more_due(counts)):
+                    return

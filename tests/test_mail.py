@@ -508,3 +508,59 @@ def test_a_process_that_starts_while_mail_fails_does_not_say_it_goes_through(mak
             clock.advance(timedelta(minutes=10))
             outbox.deliver_due(*send, state=outbox.Delivery())  # fails, opens its own
             assert outbox.failing_since() == since  # since the first saw it
+
+
+class SlowEndpoint(BaseHTTPRequestHandler):
+    """A webhook endpoint that takes its time to answer."""
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(4)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        return None
+
+
+def test_a_slow_webhook_endpoint_never_holds_back_the_vendors_email(make_instance, firm):
+    """Webhooks go in a scheduler job of their own: while an endpoint takes its time
+    over the first request's event, the next request's email still goes at once."""
+    from outofoffice import dispatch, webhooks
+    from tests.conftest import request_form
+
+    instance = make_instance(webhooks={"allow_private": True})
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), SlowEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    scheduler = Scheduler(instance)
+
+    def email_sent_within(seconds: float, d) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with db.connection():
+                email = OutboxMessage.get(
+                    OutboxMessage.dispatch == d.id, OutboxMessage.kind == "vendor"
+                )
+            if email.status == "sent":
+                return True
+            time.sleep(0.05)
+        return False
+
+    try:
+        with db.connection():
+            url = f"http://127.0.0.1:{server.server_port}/hook"
+            webhooks.add_endpoint(instance, firm["account"], url, ["dispatch.created"])
+            first = dispatch.submit(instance, firm["account"], request_form(firm)).dispatch
+        scheduler.start()
+        assert email_sent_within(3, first)
+        time.sleep(0.3)  # the endpoint is now thinking over the first event
+        with db.connection():
+            form = request_form(firm, phone="+1 555 0177")
+            second = dispatch.submit(instance, firm["account"], form).dispatch
+        assert email_sent_within(1.5, second)
+        with db.connection():
+            assert OutboxMessage.get(OutboxMessage.channel == "webhook").status == "queued"
+    finally:
+        scheduler.stop()
+        server.shutdown()
+        server.server_close()

@@ -7,9 +7,29 @@ from datetime import timedelta
 import pytest
 from click.testing import CliRunner
 
-from outofoffice import accounts, clock, db, dispatch, owner_setup, retention
+from outofoffice import (
+    accounts,
+    clock,
+    db,
+    dispatch,
+    key_rotation,
+    keys,
+    outbox,
+    owner_setup,
+    retention,
+)
 from outofoffice.cli import cli
-from outofoffice.models import Account, Dispatch, IPRecord, MagicLink, Session, SlugHold, Vendor
+from outofoffice.models import (
+    Account,
+    Dispatch,
+    IPRecord,
+    MagicLink,
+    OutboxMessage,
+    Session,
+    SlugHold,
+    Vendor,
+    WebhookEndpoint,
+)
 from tests.conftest import (
     ALPHA,
     client,
@@ -19,6 +39,7 @@ from tests.conftest import (
     path_of,
     request_form,
     sign_in,
+    webhook_endpoint,
 )
 
 
@@ -200,6 +221,26 @@ def test_rotate_key_re_encrypts_and_old_links_keep_working(instance, firm, mailb
     assert oct(instance.config.secret_key_path.stat().st_mode)[-3:] == "600"
 
 
+def test_rotate_key_re_encrypts_webhook_secrets_and_sms_numbers(instance, firm):
+    endpoint = webhook_endpoint(instance, firm["account"])
+    with db.write():
+        text = outbox.enqueue_message(
+            instance.keys,
+            channel="sms",
+            to=instance.keys.encrypt("+15550100123"),
+            body="Test",
+            kind="test",
+        )
+    with db.connection():
+        key_rotation.rotate(instance.config)
+    newest = keys.Keys.load(instance.config.secret_key_path)
+    secret = WebhookEndpoint.get_by_id(endpoint.id).secret
+    recipient = OutboxMessage.get_by_id(text.id).recipient
+    assert newest.is_current(secret) and newest.is_current(recipient)
+    assert newest.decrypt(recipient) == "+15550100123"
+    assert newest.decrypt(secret) == instance.keys.decrypt(endpoint.secret)
+
+
 def test_privacy_shows_the_configured_figures_and_operator(make_instance):
     instance = make_instance(
         retention={"session_days": 20, "ip_days": 14},
@@ -284,7 +325,6 @@ def test_after_a_rotation_an_old_copy_of_the_key_is_refused(make_instance, tmp_p
     import dataclasses
     import shutil
 
-    from outofoffice import key_rotation
     from outofoffice.instance import Instance, InstanceError
 
     instance = make_instance()

@@ -166,7 +166,7 @@ def make_host_check(config: Config):
 
 # A vendor's action link: its signed token is the authority, not a session, so a
 # cross-site POST to it forges nothing; ntfy's web app presses Accept from its own origin.
-ACTION_PATH = re.compile(r"^/v/[^/]+$")
+ACTION_PATH = re.compile(r"/v/[^/]+")
 
 
 def _needs_csrf(path: str) -> bool:
@@ -216,7 +216,7 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
         if request.content_length > REQUEST_BODY_MAX:
             raise fail(413, f"Requests are limited to {REQUEST_BODY_MAX // 1024} KiB.")
         if request.method == "POST":
-            if not ACTION_PATH.match(request.path) and is_cross_site(
+            if not ACTION_PATH.fullmatch(request.path) and is_cross_site(
                 request.get_header("Origin"), request.get_header("Sec-Fetch-Site")
             ):
                 raise fail(403, CROSS_SITE)
