@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from outofoffice import clock, db, outbox
 from outofoffice.errors import ValidationError
@@ -55,6 +55,11 @@ RECENT = 10  # deliveries shown per endpoint
 
 # Carrier-grade NAT is neither private nor global in ipaddress' words: named here.
 SHARED = ipaddress.ip_network("100.64.0.0/10")
+# What http.client may send as it is in a path or query: RFC 3986's unreserved and
+# sub-delims, ":" and "@", and "%" so escapes already there stay as they are. Anything
+# else (non-ASCII letters, spaces cannot get this far) is percent-encoded as UTF-8.
+PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+QUERY_SAFE = PATH_SAFE + "?"
 
 
 class UrlProblem(Exception):
@@ -97,7 +102,12 @@ def parse_url(config: Config, url: str) -> Target:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise UrlProblem("This is not a web address: check the host name and port.") from None
+        raise UrlProblem(
+            "This is not a web address: check the host name, and that the port is a "
+            "number from 1 to 65535."
+        ) from None
+    if port is not None and not 1 <= port <= 65535:
+        raise UrlProblem("Use a port from 1 to 65535, or leave it out for the usual one.")
     schemes = ("https", "http") if allow_private else ("https",)
     if parts.scheme.lower() not in schemes:
         raise UrlProblem(
@@ -112,15 +122,22 @@ def parse_url(config: Config, url: str) -> Target:
     host = (parts.hostname or "").rstrip(".").lower()
     if not host:
         raise UrlProblem("Put the host name after https://, such as https://example.com/hooks.")
+    try:
+        host = host.encode("idna").decode("ascii")  # bücher.example as DNS spells it
+    except UnicodeError:
+        raise UrlProblem("Check the host name: it cannot be looked up as written.") from None
     base, domain = own_hosts(config)
     scheme = parts.scheme.lower()
     port = port or (443 if scheme == "https" else 80)
     if _is_own(config, host, port, base, domain):
-        raise UrlProblem("That address is this service itself: use your own server's address.")
-    path = parts.path or "/"
+        raise UrlProblem(OWN)
+    path = quote(parts.path or "/", safe=PATH_SAFE)
     if parts.query:
-        path += "?" + parts.query
+        path += "?" + quote(parts.query, safe=QUERY_SAFE)
     return Target(scheme=scheme, host=host, port=port, path=path)
+
+
+OWN = "That address is this service itself: use your own server's address."
 
 
 def _is_own(config: Config, host: str, port: int, base: str, domain: str) -> bool:
@@ -147,11 +164,17 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def address_problem(address: str, allow_private: bool) -> str:
-    """Why the product may not connect to this IP address ("" when it may)."""
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address as one value whichever way it is written (scope and IPv4-mapped)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+        return ip.ipv4_mapped
+    return ip
+
+
+def address_problem(address: str, allow_private: bool) -> str:
+    """Why the product may not connect to this IP address ("" when it may)."""
+    ip = _ip(address)
     if ip.is_unspecified:
         return "an unspecified address"
     if ip.is_multicast:
@@ -162,6 +185,15 @@ def address_problem(address: str, allow_private: bool) -> str:
         return "a loopback address (this machine)"
     if ip.is_link_local:
         return "a link-local address"
+    if isinstance(ip, ipaddress.IPv6Address):
+        # 6to4 and Teredo carry IPv4 addresses a relay forwards to: judged by those.
+        for kind, inner in (("6to4", [ip.sixtofour]), ("Teredo", list(ip.teredo or ()))):
+            for embedded in filter(None, inner):
+                problem = address_problem(str(embedded), allow_private)
+                if problem:
+                    return f"a {kind} address leading to {problem}"
+        if ip.is_site_local:
+            return "a site-local address"
     if isinstance(ip, ipaddress.IPv4Address) and ip in SHARED:
         return "a carrier-grade NAT address"
     if ip.is_private:
@@ -191,10 +223,38 @@ def resolve(target: Target, allow_private: bool) -> list[str]:
     return addresses
 
 
+def _addresses_of(host: str) -> set:
+    """The host's addresses; none when it does not resolve (then names alone decide)."""
+    if not host:
+        return set()
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return set()
+    return {_ip(info[4][0]) for info in found}
+
+
+def is_own_address(config: Config, target: Target, addresses: list[str]) -> bool:
+    """Whether the endpoint's addresses are this instance's own: base_url's host or the
+    routing domain resolve to one of them. As with names, a loopback base_url is only
+    itself on its own port."""
+    base, domain = own_hosts(config)
+    base_parts = urlsplit(config.base_url)
+    base_port = base_parts.port or (443 if base_parts.scheme == "https" else 80)
+    own = _addresses_of(base) | _addresses_of(domain)
+    for ip in own & {_ip(a) for a in addresses}:
+        if not ip.is_loopback or target.port == base_port:
+            return True
+    return False
+
+
 def check_url(config: Config, url: str) -> tuple[Target, list[str]]:
     """A URL the product may call, with its checked addresses; UrlProblem otherwise."""
     target = parse_url(config, url)
-    return target, resolve(target, config.webhooks.allow_private)
+    addresses = resolve(target, config.webhooks.allow_private)
+    if is_own_address(config, target, addresses):
+        raise UrlProblem(OWN)
+    return target, addresses
 
 
 # --- endpoints ------------------------------------------------------------------------
@@ -362,8 +422,11 @@ def queue_event(
     return [_enqueue(instance, endpoint, body, d) for endpoint in subscribed]
 
 
-def queue_test(instance: Instance, account: Account, endpoint: WebhookEndpoint) -> OutboxMessage:
-    """A "webhook.test" delivery to this endpoint alone, for the dashboard's button."""
+def queue_test(
+    instance: Instance, account: Account, endpoint: WebhookEndpoint
+) -> OutboxMessage | None:
+    """A "webhook.test" delivery to this endpoint alone, for the dashboard's button;
+    None when a test to it is still queued (a held-down button sends one)."""
     now = clock.now()
     body = {
         "type": TEST_EVENT,
@@ -374,6 +437,16 @@ def queue_test(instance: Instance, account: Account, endpoint: WebhookEndpoint) 
         },
     }
     with db.write():
+        db.lock(("webhook-test", endpoint.id))
+        waiting = OutboxMessage.select().where(
+            OutboxMessage.endpoint_id == endpoint.id,
+            OutboxMessage.channel == "webhook",
+            OutboxMessage.account == account.id,
+            OutboxMessage.subject == TEST_EVENT,
+            OutboxMessage.status == "queued",
+        )
+        if waiting.exists():
+            return None
         row = _enqueue(instance, endpoint, body, None)
     outbox.wake()
     return row
