@@ -9,17 +9,18 @@ them, with a signature written there from Twilio's documentation.
 from __future__ import annotations
 
 import base64
+import logging
 from datetime import timedelta
 
 import pytest
 
 from outofoffice import clock, config, db, dispatch, owner_setup, sms
-from outofoffice.channels.sms.twilio import TwilioSms
+from outofoffice.channels.sms.twilio import TwilioSms, without_numbers
 from outofoffice.instance import Instance
 from outofoffice.models import Account, Category, Dispatch, DispatchEvent, OutboxMessage, Vendor
 from outofoffice.web.sms import twiml
 from tests import twilio_standin as tw
-from tests.conftest import deliver, request_form
+from tests.conftest import deliver, dump_database, request_form
 from tests.smtp_sink import SMTPSink
 
 VERA_PHONE = "+1 555 0101"  # as the owner typed it
@@ -142,10 +143,52 @@ def test_it_dead_letters_an_sms_twilio_refuses_as_an_invalid_number(instance, te
     deliver(instance)
     row = OutboxMessage.get(OutboxMessage.channel == "sms")
     assert row.status == "dead" and row.attempts == 1 and row.last_status == 400
-    assert row.last_error == "Twilio 400 21211: The 'To' number is not a valid phone number."
+    assert row.last_error == (
+        "Twilio 400 21211: The 'To' number <number> is not a valid phone number."
+    )
     failed = DispatchEvent.get(DispatchEvent.dispatch == d.id, DispatchEvent.kind == "sms_failed")
     assert "21211" in failed.detail
     assert fresh(d).vendor_id == texting["vera"].id  # the email reached her: she may answer
+
+
+def test_a_callers_number_in_twilios_refusal_is_stored_and_logged_nowhere(
+    instance, firm, twilio, caplog
+):
+    """Twilio's 21211 names the number it refused; a caller's number is never at rest
+    in the clear, so the reason is kept with <number> in its place (SPEC section 3)."""
+    caplog.set_level(logging.DEBUG, logger="outofoffice")
+    Account.update(caller_sms=True).where(Account.id == firm["account"].id).execute()
+    firm["account"] = Account.get_by_id(firm["account"].id)
+    d = submit(instance, firm)  # Tina Tenant, +1 555 0199
+    twilio.answer_next("21211")
+    deliver(instance)
+    row = OutboxMessage.get(OutboxMessage.channel == "sms", OutboxMessage.kind == "caller")
+    words = "Twilio 400 21211: The 'To' number <number> is not a valid phone number."
+    assert row.status == "dead" and row.last_status == 400 and row.last_error == words
+    failed = DispatchEvent.get(DispatchEvent.dispatch == d.id, DispatchEvent.kind == "sms_failed")
+    assert failed.detail == f"to the caller: {words}"
+    stored = dump_database()
+    for written in ("+15550199", "5550199", "555 0199"):
+        assert written not in stored and written not in caplog.text
+
+
+@pytest.mark.no_database
+def test_a_number_in_any_of_twilios_words_is_replaced():
+    assert without_numbers("The 'To' number +1 (555) 010-0199 is not valid.") == (
+        "The 'To' number <number> is not valid."
+    )
+    assert without_numbers("Unsubscribed 0044.20.7946.0958, 15550101") == (
+        "Unsubscribed <number>, <number>"
+    )
+    assert without_numbers("Error 21612 on attempt 3") == "Error 21612 on attempt 3"
+
+
+@pytest.mark.no_database
+def test_an_sms_shows_neither_its_number_nor_its_text_in_a_traceback():
+    from outofoffice.channels.sms.base import Sms
+
+    shown = repr(Sms(to="+15550101", body="Pipe burst"))
+    assert "5550101" not in shown and "Pipe" not in shown
 
 
 def test_it_never_puts_the_auth_token_in_what_it_says(instance, twilio, tmp_path):

@@ -59,7 +59,7 @@ class TwilioStandIn:
 
     def answer_next(self, kind: str, times: int = 1, retry_after: int = 2) -> None:
         """The next ``times`` requests get: "429" (Retry-After), "500", or "21211"
-        (400, the To number is not valid)."""
+        (400, the To number is not valid: Twilio's message names the number)."""
         if kind == "429":
             plan = (
                 429,
@@ -71,7 +71,7 @@ class TwilioStandIn:
         elif kind == "21211":
             plan = (
                 400,
-                error_body(400, 21211, "The 'To' number is not a valid phone number."),
+                error_body(400, 21211, "The 'To' number {To} is not a valid phone number."),
                 {},
             )
         else:
@@ -120,7 +120,9 @@ class TwilioStandIn:
                 with standin.lock:
                     plan = standin.planned.pop(0) if standin.planned else None
                 if plan:
-                    return self._answer(*plan)
+                    status, body, headers = plan
+                    message = body["message"].replace("{To}", form.get("To", ""))
+                    return self._answer(status, body | {"message": message}, headers)
                 if not form.get("To"):
                     return self._answer(
                         400, error_body(400, 21604, "A 'To' phone number is required.")

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -47,17 +48,29 @@ def signature_valid(
     return hmac.compare_digest(signature(auth_token, url, params).encode(), given.encode())
 
 
+# A run of 7 or more digits, with the +, spaces, dashes, dots and parentheses phones
+# are written with: Twilio's messages name the number (21211, 21408, 21612, ...).
+PHONE_LIKE = re.compile(r"\+?\(?\d(?:[\s().-]*\d){6,}\)?")
+
+
+def without_numbers(text: str) -> str:
+    """ "The 'To' number +1 555 0101 is not valid" -> "The 'To' number <number> is not
+    valid": the reason is kept in outbox.last_error, the dispatch history, the export
+    and the log, where a caller's number must never be in the clear (SPEC section 3)."""
+    return PHONE_LIKE.sub("<number>", text)
+
+
 def _error_words(status: int, body: str) -> str:
-    """ "Twilio 400 21211: The 'To' number ... is not a valid phone number." """
+    """ "Twilio 400 21211: The 'To' number <number> is not a valid phone number." """
     try:
         parsed = json.loads(body)
     except ValueError:
         parsed = None
     if isinstance(parsed, dict) and ("code" in parsed or "message" in parsed):
-        code = parsed.get("code")
-        message = str(parsed.get("message", "")).strip()
+        code = "".join(c for c in str(parsed.get("code") or "") if c.isalnum())[:16]
+        message = without_numbers(str(parsed.get("message", "")).strip())[:300]
         return f"Twilio {status} {code}: {message}" if code else f"Twilio {status}: {message}"
-    return f"Twilio {status}: {body.strip()[:200] or 'no explanation'}"
+    return f"Twilio {status}: {without_numbers(body.strip()[:200]) or 'no explanation'}"
 
 
 def _retry_after(value: str | None) -> float | None:
