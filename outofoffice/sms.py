@@ -295,7 +295,9 @@ def _act(instance: Instance, offer: Offer, action: str) -> str:
 def handle_reply(instance: Instance, from_number: str, body: str) -> str:
     """A text from a phone: YES / NO / DONE, with or without a reference, acts on a
     request offered to that phone's vendor by SMS, as the signed link would; the answer
-    to text back ("" for none: Twilio's own keywords, and numbers of no vendor)."""
+    to text back ("" for none: Twilio's own keywords, and numbers of no vendor). A bare
+    word acts on the most recent offer, unless the requests it could mean are of more
+    than one firm: then the answer lists them."""
     text = (body or "").strip()
     if text.split()[:1] and text.split()[0].strip(".!").upper() in PROVIDER_WORDS:
         return ""
@@ -320,8 +322,11 @@ def handle_reply(instance: Instance, from_number: str, body: str) -> str:
     else:
         if not offers:
             return "No request is waiting for your answer."
-        offer = offers[0]  # the most recent offer sent to this phone
-        if not offer.open_for(action) and any(o.open_for(action) for o in offers):
+        firms = {o.dispatch.account_id for o in offers if o.open_for(action)}
+        if len(firms) > 1:  # another firm could otherwise catch a YES with a newer offer
+            return _which(word, offers, action)
+        offer = offers[0]  # within one firm: the most recent offer sent to this phone
+        if not offer.open_for(action) and firms:
             return _which(word, offers, action)
     answer = _act(instance, offer, action)
     return answer + _others_open(offers_by_sms(vendors), offer.dispatch.id)

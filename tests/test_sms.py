@@ -476,30 +476,54 @@ def beta_request(instance, two_firms) -> Dispatch:
     return fresh(sub.dispatch)
 
 
-def test_a_bare_yes_goes_to_the_most_recent_offer_to_that_phone(app, instance, two_firms):
+def test_a_bare_yes_goes_to_the_most_recent_offer_of_one_firm(app, instance, texting):
+    older = submit(instance, texting)
+    clock.advance(timedelta(seconds=5))
+    newer = submit(instance, texting, phone="+1 555 0177", name="Bill Client")
+    deliver(instance)
+    answer = answer_of(reply(app, instance, VERA, "YES"))
+    assert answer.startswith(f"Accepted {newer.reference}. The caller, Bill Client,")
+    assert answer.endswith(
+        f"Still waiting for your answer: {older.reference} (reply YES or NO with it)."
+    )
+    assert fresh(newer).status == "accepted" and fresh(older).status == "sent"
+    # the most recent is taken now: a bare YES asks which
+    assert answer_of(reply(app, instance, VERA, "YES")) == (
+        f"Which request? Reply YES {older.reference}."
+    )
+    assert fresh(older).status == "sent"
+
+
+def test_a_bare_yes_asks_which_when_the_phones_requests_are_of_two_firms(app, instance, two_firms):
+    """Beta gave its vendor Vera's phone and sent itself a newer request: a bare YES
+    must not go to it, as it would by the most-recent rule; it asks which."""
     alpha = submit(instance, two_firms["alpha"])
     clock.advance(timedelta(seconds=5))
     beta = beta_request(instance, two_firms)
     deliver(instance)
-    answer = answer_of(reply(app, instance, VERA, "YES"))
-    assert answer.startswith(f"Accepted {beta.reference}. The caller, Bill Client,")
+    for word in ("YES", "no"):
+        assert answer_of(reply(app, instance, VERA, word)) == (
+            f"Which request? Reply {word.upper()} {beta.reference} or "
+            f"{word.upper()} {alpha.reference}."
+        )
+    assert fresh(alpha).status == "sent" and fresh(beta).status == "sent"
+    assert "accepted" not in kinds(alpha) + kinds(beta)
+    answer = answer_of(reply(app, instance, VERA, f"yes {alpha.reference.lower()}"))
+    assert answer.startswith(f"Accepted {alpha.reference}. The caller, Tina Tenant,")
     assert answer.endswith(
-        f"Still waiting for your answer: {alpha.reference} (reply YES or NO with it)."
-    )
-    assert fresh(beta).status == "accepted" and fresh(beta).vendor_id == two_firms["vee"].id
-    assert fresh(alpha).status == "sent"
-    # the most recent is taken now: a bare YES asks which
-    assert answer_of(reply(app, instance, VERA, "YES")) == (
-        f"Which request? Reply YES {alpha.reference}."
-    )
-    assert fresh(alpha).status == "sent"
-    assert answer_of(reply(app, instance, VERA, f"yes {alpha.reference.lower()}")).startswith(
-        f"Accepted {alpha.reference}. The caller, Tina Tenant,"
+        f"Still waiting for your answer: {beta.reference} (reply YES or NO with it)."
     )
     assert (
         fresh(alpha).status == "accepted"
         and fresh(alpha).vendor_id == two_firms["alpha"]["vera"].id
     )
+    # one firm's request is open now: a bare YES goes to it, a bare DONE to Alpha's
+    assert answer_of(reply(app, instance, VERA, "YES")).startswith(f"Accepted {beta.reference}.")
+    assert fresh(beta).vendor_id == two_firms["vee"].id
+    assert answer_of(reply(app, instance, VERA, "DONE")) == (
+        f"Which request? Reply DONE {beta.reference} or DONE {alpha.reference}."
+    )
+    assert fresh(alpha).status == "accepted" and fresh(beta).status == "accepted"
 
 
 def test_a_named_reference_goes_to_the_right_firm_and_another_firms_is_refused(
