@@ -4,12 +4,14 @@ package) in a receiver on 127.0.0.1, retried, shown on the dashboard."""
 
 import base64
 import ssl
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from outofoffice import clock, db, dispatch, webhooks
+from outofoffice.channels import webhook as webhook_channel
 from outofoffice.channels.base import DeliveryError
 from outofoffice.channels.webhook import WebhookDeliverer
 from outofoffice.errors import ValidationError
@@ -22,7 +24,7 @@ from tests.conftest import (
     request_form,
     sign_in,
 )
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import Dripper, Receiver
 
 
 @pytest.fixture
@@ -286,6 +288,14 @@ REFUSED = {
     "https://93.184.215.14/" + "a" * 2000: "2000 characters",
     "ftp://93.184.215.14/hooks": "https://",
     "": "Enter",
+    "https://93.184.215.14:0/hooks": "port from 1 to 65535",
+    "https://93.184.215.14:70000/hooks": "from 1 to 65535",
+    "https://[2002:7f00:1::1]/hooks": "a 6to4 address leading to a loopback address",
+    "https://[2002:a00:1::1]/hooks": "a 6to4 address leading to a private network address",
+    # Teredo: server 65.54.227.120, client 127.0.0.1; then server 10.0.0.1, client public
+    "https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hooks": "a Teredo address leading to a loop",
+    "https://[2001:0:a00:1:8000:63bf:a247:28f1]/hooks": "a Teredo address leading to a private",
+    "https://[fec0::1]/hooks": "a site-local address",
 }
 
 
@@ -618,3 +628,211 @@ def test_an_endpoint_that_keeps_failing_holds_back_no_other(instance, firm, rece
 
     assert up.types() == ["dispatch.created"] * 4
     assert [(r.status, r.last_status) for r in rows(failing)] == [("queued", 500)] * 4
+
+
+# --- what the security review found ---------------------------------------------------
+
+
+@pytest.fixture
+def drippers():
+    started: list[Dripper] = []
+
+    def start(**options) -> Dripper:
+        started.append(Dripper(**options).start())
+        return started[-1]
+
+    yield start
+    for dripper in started:
+        dripper.stop()
+
+
+def test_a_send_has_one_deadline_of_fifteen_seconds_in_all(instance):
+    assert webhook_channel.DEADLINE == 15
+    assert instance.deliverers["webhook"].deadline == webhook_channel.DEADLINE
+    assert webhook_channel.MAX_ADDRESSES == 2
+
+
+def test_it_gives_up_on_an_endpoint_that_drips_its_answer_at_the_deadline(instance, firm, drippers):
+    """Each byte comes well within any per-read timeout; the answer as a whole would
+    take a minute. The deadline (shortened here from 15 s) ends the send."""
+    dripper = drippers(pause=0.2)
+    endpoint, _ = webhooks.add_endpoint(
+        instance, firm["account"], dripper.url, ["dispatch.created"]
+    )
+    queue(instance, submitted(instance, firm), "dispatch.created")
+    instance.deliverers["webhook"].deadline = 1.5
+
+    started = time.monotonic()
+    assert deliver(instance)["retry"] == 1
+    assert time.monotonic() - started < 4
+    [row] = rows(endpoint)
+    assert (row.status, row.attempts) == ("queued", 1)
+    assert row.last_error == "the endpoint took longer than 1.5 s"
+    assert dripper.requests == 1
+
+
+def test_it_gives_up_on_an_endpoint_that_never_starts_tls_at_the_deadline(instance, drippers):
+    silent = drippers(silent=True)
+    deliverer = WebhookDeliverer(instance.config)
+    deliverer.deadline = 1
+    target = webhooks.parse_url(instance.config, f"https://127.0.0.1:{silent.port}/hooks")
+
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as late:
+        deliverer.post(target, ["127.0.0.1"], {}, b"{}")
+    assert time.monotonic() - started < 3
+    assert str(late.value) == "the endpoint took longer than 1 s"
+    assert not late.value.permanent
+
+
+def signed(receiver, body=b'{"type":"webhook.test"}'):
+    timestamp = int(time.time())
+    return {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": webhook_channel.signature(
+            receiver.secret, "msg_1", timestamp, body.decode()
+        ),
+        "Content-Type": "application/json",
+    }, body
+
+
+def test_it_tries_at_most_two_of_a_hosts_addresses(instance, receivers):
+    """127.0.0.2 and 127.0.0.3 refuse (the receiver listens on 127.0.0.1 alone)."""
+    receiver = receivers()
+    receiver.secret = webhooks.new_secret()
+    deliverer = WebhookDeliverer(instance.config)
+    target = webhooks.parse_url(instance.config, receiver.url)
+
+    with pytest.raises(DeliveryError) as unreachable:
+        deliverer.post(target, ["127.0.0.2", "127.0.0.3", "127.0.0.1"], *signed(receiver))
+    assert "cannot reach 127.0.0.1: Connection refused" in str(unreachable.value)
+    assert receiver.deliveries == []
+
+    status, _ = deliverer.post(target, ["127.0.0.2", "127.0.0.1"], *signed(receiver))
+    assert status == 204
+    assert len(receiver.verified) == 1
+
+
+def test_it_percent_encodes_a_non_ascii_path_and_query(instance, firm, receivers):
+    receiver = receivers()
+    endpoint, receiver.secret = webhooks.add_endpoint(
+        instance, firm["account"], receiver.url + "/hé/a%20b?q=ü&r=%C3%A9", ["dispatch.created"]
+    )
+    queue(instance, submitted(instance, firm), "dispatch.created")
+    deliver(instance)
+
+    assert [(r.status, r.last_status) for r in rows(endpoint)] == [("sent", 204)]
+    [delivery] = receiver.verified
+    assert delivery.path == "/hooks/h%C3%A9/a%20b?q=%C3%BC&r=%C3%A9"
+
+
+def test_it_looks_up_an_international_host_name_as_dns_spells_it(instance):
+    target = webhooks.parse_url(instance.config, "https://Bücher.example/ö")
+    assert (target.host, target.path) == ("xn--bcher-kva.example", "/%C3%B6")
+
+
+def test_an_unforeseen_failure_is_a_retryable_delivery_error_without_the_secret(
+    instance, firm, receivers
+):
+    """A stored secret that is not base64 (no product path writes one) fails in the
+    signing; the failure names its kind, never its text."""
+    receiver = receivers()
+    endpoint = add(instance, firm["account"], receiver, ["dispatch.created"])
+    broken = "whsec_notbase64"
+    with db.write():
+        WebhookEndpoint.update(secret=instance.keys.encrypt(broken)).where(
+            WebhookEndpoint.id == endpoint.id
+        ).execute()
+    queue(instance, submitted(instance, firm), "dispatch.created")
+    [row] = rows(endpoint)
+    deliverer = WebhookDeliverer(instance.config)
+
+    with pytest.raises(DeliveryError) as failed:
+        deliverer.send(deliverer.compose(row, instance.keys))
+    assert str(failed.value) == "the delivery failed unexpectedly (binascii.Error)"
+    assert not failed.value.permanent
+    assert "notbase64" not in str(failed.value)
+    assert receiver.deliveries == []
+
+
+def test_a_webhook_request_keeps_its_secret_and_body_out_of_its_repr(instance):
+    request = webhook_channel.WebhookRequest(
+        endpoint_id=1,
+        url="https://93.184.215.14/h",
+        message_id="msg_1",
+        body='{"caller":"Tina Tenant"}',
+        secret="whsec_c2VjcmV0",
+    )
+    assert "whsec_c2VjcmV0" not in repr(request)
+    assert "Tina" not in repr(request)
+    assert "msg_1" in repr(request)
+
+
+def test_it_refuses_an_address_that_resolves_to_this_instance(make_instance):
+    """base_url names an address; the endpoint writes it another way."""
+    instance = make_instance(server={"base_url": "https://93.184.215.14"})
+    with db.connection():
+        alpha, _ = make_owners()
+        with pytest.raises(ValidationError) as refused:
+            webhooks.add_endpoint(
+                instance, alpha, "https://[::ffff:93.184.215.14]:8443/h", ["dispatch.created"]
+            )
+        assert "this service itself" in refused.value.errors["url"]
+
+
+def test_it_tells_a_loopback_instance_from_another_port_by_address(make_instance):
+    instance = make_instance(
+        webhooks={"allow_private": True}, server={"base_url": "http://localhost:8123"}
+    )
+    with db.connection():
+        alpha, _ = make_owners()
+        with pytest.raises(ValidationError) as refused:
+            webhooks.add_endpoint(instance, alpha, "http://127.0.0.1:8123/h", ["dispatch.created"])
+        assert "this service itself" in refused.value.errors["url"]
+        endpoint, _ = webhooks.add_endpoint(
+            instance, alpha, "http://127.0.0.1:8124/h", ["dispatch.created"]
+        )
+        assert endpoint.url == "http://127.0.0.1:8124/h"
+
+
+def test_it_refuses_at_send_time_an_endpoint_that_became_this_instance(instance, firm, receivers):
+    """The instance moved to the endpoint's address after the endpoint was added."""
+    receiver = receivers()
+    endpoint = add(instance, firm["account"], receiver, ["dispatch.created"])
+    queue(instance, submitted(instance, firm), "dispatch.created")
+    [row] = rows(endpoint)
+    moved = replace(
+        instance.config,
+        server=replace(instance.config.server, base_url=f"http://localhost:{receiver.port}"),
+    )
+    deliverer = WebhookDeliverer(moved)
+
+    with pytest.raises(DeliveryError) as refused:
+        deliverer.send(deliverer.compose(row, instance.keys))
+    assert refused.value.permanent
+    assert "this service itself" in str(refused.value)
+    assert receiver.deliveries == []
+
+
+def test_a_second_test_press_queues_nothing_while_the_first_waits(app, instance, firm, receivers):
+    receiver = receivers()
+    sign_in(app, instance, firm["account"])
+    add_on_page(app, receiver.url)
+    with db.connection():
+        [endpoint] = webhooks.endpoints(firm["account"])
+        receiver.secret = webhooks.secret_of(instance, endpoint)
+    token = csrf_of(app.get("/dashboard/webhooks"))
+    press = f"/dashboard/webhooks/{endpoint.id}/test"
+
+    assert "is on its way;" in app.post(press, {"csrf_token": token}).follow().text
+    again = app.post(press, {"csrf_token": token}).follow()
+    assert "A test is on its way already" in again.text
+    with db.connection():
+        assert [r.subject for r in rows(endpoint)] == ["webhook.test"]
+
+    deliver(instance)
+    assert receiver.types() == ["webhook.test"]
+    assert "is on its way;" in app.post(press, {"csrf_token": token}).follow().text
+    with db.connection():
+        assert [r.status for r in rows(endpoint)] == ["sent", "queued"]

@@ -9,8 +9,10 @@ first ``fail_first`` deliveries, or a fixed ``answer`` status.
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -104,6 +106,61 @@ class Receiver:
         return self
 
     def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+@dataclass
+class Dripper:
+    """An endpoint that takes a delivery, then answers a byte every ``pause`` seconds:
+    each read of its answer succeeds in time, the whole answer takes far longer.
+    ``silent``: it takes the connection and says nothing at all (TLS never starts)."""
+
+    pause: float = 0.2
+    silent: bool = False
+    port: int = 0
+    requests: int = 0
+    cut_off: bool = False  # the sender hung up before the answer was whole
+    _server: ThreadingHTTPServer | None = None
+    _listener: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+    def start(self) -> Dripper:
+        self.port = free_port()
+        if self.silent:
+            self._listener = socket.create_server(("127.0.0.1", self.port))
+            return self  # the kernel completes connections; nobody ever reads them
+        dripper = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                dripper.requests += 1
+                answer = b"HTTP/1.1 204 No Content\r\nX-Slow: " + b"z" * 200 + b"\r\n\r\n"
+                try:
+                    for byte in answer:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(dripper.pause)
+                except OSError:
+                    dripper.cut_off = True
+                self.close_connection = True
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -6,19 +6,26 @@ send and every address checked, then the checked address itself is connected to 
 name still goes in Host and in TLS' server name and certificate check), so a DNS
 answer that changes between the check and the connection cannot lead inside.
 Redirects are not followed.
+
+A send has one deadline for all of it (connect, TLS, request, answer): each socket
+operation waits no longer than the time left, and a timer shuts the socket down when
+the time is up, so an endpoint that drips its answer a byte at a time cannot hold the
+channel. At most two of the host's addresses are tried.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.client
 import logging
 import socket
 import ssl
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from outofoffice import __version__, webhooks
@@ -31,7 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = 10
+DEADLINE = 15.0  # seconds for one send in all: connect, TLS, request and answer
+CONNECT_TIMEOUT = 10.0  # to one address, within the deadline
+MAX_ADDRESSES = 2  # of a host's addresses, tried in turn
 READ_AT_MOST = 4096
 DEFAULT_RETRY_AFTER = 60
 
@@ -41,8 +50,68 @@ class WebhookRequest:
     endpoint_id: int
     url: str
     message_id: str
-    body: str
-    secret: str
+    body: str = field(repr=False)  # the caller's details
+    secret: str = field(repr=False)
+
+
+class _TimeUp(Exception):
+    pass
+
+
+class _Deadline:
+    """One send's time limit. Sockets opened through it wait at most the time left at
+    each step; when the time is up a timer shuts them down, which ends a read or write
+    in progress however slowly the far end sends. The timer works on duplicates of the
+    sockets' descriptors, owned here, so closing a connection never races with it."""
+
+    def __init__(self, seconds: float):
+        self.ends = time.monotonic() + seconds
+        self.passed = False
+        self._done = False
+        self._lock = threading.Lock()
+        self._duplicates: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._done = True
+            for duplicate in self._duplicates:
+                duplicate.close()
+
+    def left(self) -> float:
+        left = self.ends - time.monotonic()
+        if left <= 0 or self.passed:
+            raise _TimeUp
+        return left
+
+    def connect(self, address: str, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            with self._lock:
+                self._duplicates.append(sock.dup())
+            sock.settimeout(min(CONNECT_TIMEOUT, self.left()))
+            sock.connect((address, port))
+            sock.settimeout(self.left())
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.passed = True
+            for duplicate in self._duplicates:
+                with contextlib.suppress(OSError):  # not connected (yet, or any more)
+                    duplicate.shutdown(socket.SHUT_RDWR)
 
 
 def signature(secret: str, message_id: str, timestamp: int, body: str) -> str:
@@ -56,29 +125,38 @@ def signature(secret: str, message_id: str, timestamp: int, body: str) -> str:
 class _PinnedHTTP(http.client.HTTPConnection):
     """Connects to a checked address; Host still names the endpoint's host."""
 
-    def __init__(self, host: str, port: int, address: str, timeout: float):
-        super().__init__(host, port, timeout=timeout)
+    def __init__(self, host: str, port: int, address: str, deadline: _Deadline):
+        super().__init__(host, port, timeout=deadline.left())
         self.address = address
+        self.deadline = deadline
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self.deadline.connect(self.address, self.port)
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
     """As _PinnedHTTP, with TLS whose server name and certificate are the host's."""
 
-    def __init__(self, host: str, port: int, address: str, timeout: float):
+    def __init__(self, host: str, port: int, address: str, deadline: _Deadline):
         self.tls = ssl.create_default_context()
-        super().__init__(host, port, timeout=timeout, context=self.tls)
+        super().__init__(host, port, timeout=deadline.left(), context=self.tls)
         self.address = address
+        self.deadline = deadline
 
     def connect(self) -> None:
-        raw = socket.create_connection((self.address, self.port), self.timeout)
+        raw = self.deadline.connect(self.address, self.port)
         try:
+            self.deadline.left()
             self.sock = self.tls.wrap_socket(raw, server_hostname=self.host)
         except BaseException:
             raw.close()
             raise
+
+
+def _kind(exc: BaseException) -> str:
+    """The exception's qualified type name (binascii.Error, ssl.SSLEOFError)."""
+    kind = type(exc)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
 
 
 def _retry_after(value: str | None) -> float:
@@ -92,6 +170,7 @@ class WebhookDeliverer(Deliverer):
     channel = "webhook"
     name = "webhook"
     one_provider = False  # each endpoint is somewhere of its own
+    deadline = DEADLINE  # seconds a send may take in all
 
     def compose(self, row: OutboxMessage, keys: Keys) -> WebhookRequest:
         endpoint = WebhookEndpoint.get_or_none(
@@ -103,15 +182,33 @@ class WebhookDeliverer(Deliverer):
             raise DeliveryError(
                 "the endpoint is switched off (it answered 410 Gone)", permanent=True
             )
+        try:
+            secret = keys.decrypt(endpoint.secret)
+        except Exception as exc:  # under a key no longer held: it never will be read
+            raise DeliveryError(
+                f"the endpoint's secret cannot be read ({type(exc).__name__}): delete the "
+                "endpoint and add it again",
+                permanent=True,
+            ) from None
         return WebhookRequest(
             endpoint_id=endpoint.id,
             url=endpoint.url,
             message_id=row.message_id,
             body=keys.decrypt(row.body_text),
-            secret=keys.decrypt(endpoint.secret),
+            secret=secret,
         )
 
     def send(self, message: WebhookRequest) -> Receipt:
+        """Post it, or raise DeliveryError: any failure of this one endpoint is one, and
+        an unforeseen one names its kind only (its text might quote the secret)."""
+        try:
+            return self._send(message)
+        except DeliveryError:
+            raise
+        except (http.client.HTTPException, OSError, ValueError) as exc:
+            raise DeliveryError(f"the delivery failed unexpectedly ({_kind(exc)})") from None
+
+    def _send(self, message: WebhookRequest) -> Receipt:
         try:
             target, addresses = webhooks.check_url(self.config, message.url)
         except webhooks.UrlProblem as exc:
@@ -126,7 +223,7 @@ class WebhookDeliverer(Deliverer):
             "Content-Type": "application/json",
             "User-Agent": f"outofoffice/{__version__} (webhooks)",
         }
-        status, retry_after = self._post(target, addresses, headers, message.body.encode())
+        status, retry_after = self.post(target, addresses, headers, message.body.encode())
         if 200 <= status < 300:
             return Receipt(status=status)
         if status == 410:
@@ -148,14 +245,34 @@ class WebhookDeliverer(Deliverer):
             )
         raise DeliveryError(f"the endpoint answered {status}", status=status)
 
-    def _post(
+    def post(
         self, target: webhooks.Target, addresses: list[str], headers: dict, body: bytes
     ) -> tuple[int, str | None]:
-        """The status and Retry-After of the first address that takes a connection."""
+        """The status and Retry-After of the first of (at most MAX_ADDRESSES) checked
+        addresses that takes a connection, all within the deadline."""
+        late = DeliveryError(f"the endpoint took longer than {self.deadline:g} s")
+        with _Deadline(self.deadline) as deadline:
+            try:
+                return self._post(deadline, target, addresses, headers, body)
+            except _TimeUp:
+                raise late from None
+            except DeliveryError:
+                if deadline.passed:
+                    raise late from None
+                raise
+
+    def _post(
+        self,
+        deadline: _Deadline,
+        target: webhooks.Target,
+        addresses: list[str],
+        headers: dict,
+        body: bytes,
+    ) -> tuple[int, str | None]:
         kind = _PinnedHTTPS if target.scheme == "https" else _PinnedHTTP
         failure = "no address"
-        for address in addresses:
-            connection = kind(target.host, target.port, address, TIMEOUT)
+        for address in addresses[:MAX_ADDRESSES]:
+            connection = kind(target.host, target.port, address, deadline)
             try:
                 connection.connect()
             except ssl.SSLError as exc:
@@ -165,19 +282,24 @@ class WebhookDeliverer(Deliverer):
                 ) from None
             except OSError as exc:
                 connection.close()
-                failure = str(exc) or type(exc).__name__
+                failure = exc.strerror or type(exc).__name__
                 continue
             try:
                 connection.request("POST", target.path, body=body, headers=headers)
                 response = connection.getresponse()
-                response.read(READ_AT_MOST)
+                if deadline.passed:  # cut off: what was read may be a part only
+                    raise _TimeUp
+                # The status is the answer; what follows it is not needed.
+                with contextlib.suppress(OSError, http.client.HTTPException):
+                    response.read(READ_AT_MOST)
                 return response.status, response.getheader("Retry-After")
             except (OSError, http.client.HTTPException) as exc:
                 raise DeliveryError(
-                    f"{target.host} did not answer: {str(exc) or type(exc).__name__}"
+                    f"{target.host} did not answer ({type(exc).__name__})"
                 ) from None
             finally:
                 connection.close()
+        deadline.left()  # the time ran out on the last address: say so
         raise DeliveryError(f"cannot reach {target.host}: {failure}")
 
     def describe(self) -> str:

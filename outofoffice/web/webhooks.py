@@ -40,6 +40,7 @@ def list_page(form=None, errors=None, status=200, added=None, secret=""):
         added=added,
         secret=secret,
         tested=bottle.request.query.get("tested", ""),
+        waiting=bottle.request.query.get("waiting", ""),
         local=lambda at: routing.local_time(owner, at).strftime("%d %b %H:%M:%S"),
         allow_private=instance().config.webhooks.allow_private,
         at_most=webhooks.MAX_ENDPOINTS,
@@ -82,7 +83,8 @@ def delete(endpoint_id: int):
 def test(endpoint_id: int):
     owner = require_owner()
     endpoint = _endpoint_or_404(owner, endpoint_id)
-    webhooks.queue_test(instance(), owner, endpoint)
+    if webhooks.queue_test(instance(), owner, endpoint) is None:
+        see_other(f"{BASE}?waiting={endpoint.id}#endpoint-{endpoint.id}")
     see_other(f"{BASE}?tested={endpoint.id}#endpoint-{endpoint.id}")
 
 
