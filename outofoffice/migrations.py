@@ -74,7 +74,8 @@ def _v5_outbox_priority(database: peewee.Database) -> None:
 
 
 def _v6_channels(database: peewee.Database) -> None:
-    """SMS, push and webhooks: every channel's messages in the one outbox."""
+    """SMS, push and webhooks: every channel's messages in the one outbox; the vendors'
+    texts handled, so that one is acted on once."""
     outbox = models.OutboxMessage
     _add_missing_columns(
         database,
@@ -93,7 +94,7 @@ def _v6_channels(database: peewee.Database) -> None:
     )
     _add_missing_columns(database, "account", {"caller_sms": models.Account.caller_sms})
     _add_missing_columns(database, "dispatch", {"offered_at": models.Dispatch.offered_at})
-    database.create_tables([models.WebhookEndpoint])
+    database.create_tables([models.WebhookEndpoint, models.SmsReply])
     for vendor_id in [v.id for v in models.Vendor.select(models.Vendor.id)]:
         models.Vendor.update(push_topic=keys.new_push_topic()).where(
             models.Vendor.id == vendor_id, models.Vendor.push_topic == ""

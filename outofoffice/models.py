@@ -183,6 +183,16 @@ class OutboxMessage(BaseModel):
         table_name = "outbox"
 
 
+class SmsReply(BaseModel):
+    """A vendor's text we handled, by the provider's id for it (Twilio's MessageSid,
+    schema step 6): the same text again, Twilio retrying or a captured one replayed,
+    acts no more. Swept after 30 days."""
+
+    message_sid = peewee.CharField(max_length=64, unique=True)
+    received_at = peewee.DateTimeField(default=clock.now, index=True)
+    dispatch = peewee.ForeignKeyField(Dispatch, null=True, on_delete="SET NULL")  # acted on
+
+
 class MagicLink(BaseModel):
     token_hash = peewee.CharField(max_length=64, unique=True)
     purpose = peewee.CharField(max_length=16)  # login|signup
@@ -303,4 +313,4 @@ V1_MODELS = [
     IPBlock,
     RequestCount,
 ]
-MODELS = [*V1_MODELS, JobRun, ProcessBeat, Setting, Logo, WebhookEndpoint]
+MODELS = [*V1_MODELS, JobRun, ProcessBeat, Setting, Logo, WebhookEndpoint, SmsReply]

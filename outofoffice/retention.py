@@ -34,6 +34,7 @@ from outofoffice.models import (
     RouteVendor,
     Session,
     SlugHold,
+    SmsReply,
     Subject,
     Vendor,
     WebhookEndpoint,
@@ -42,6 +43,7 @@ from outofoffice.models import (
 log = logging.getLogger(__name__)
 
 BATCH = 500
+SMS_REPLY_DAYS = 30
 
 
 def _delete_in_batches(model: type[peewee.Model], condition) -> int:
@@ -143,6 +145,13 @@ def invitations(config: Config) -> int:
     return _delete_in_batches(Invite, (Invite.expires_at <= now) | Invite.used_at.is_null(False))
 
 
+def sms_replies(config: Config) -> int:
+    """The record of vendors' texts handled, by Twilio's id for each, kept 30 days: it
+    is what refuses a replayed text (Twilio's signature carries no time)."""
+    cutoff = clock.now() - timedelta(days=SMS_REPLY_DAYS)
+    return _delete_in_batches(SmsReply, SmsReply.received_at <= cutoff)
+
+
 SWEEPS: dict[str, Callable[[Config], int]] = {
     "magic links": magic_links,
     "sessions": sessions,
@@ -152,6 +161,7 @@ SWEEPS: dict[str, Callable[[Config], int]] = {
     "slug holds": slug_holds,
     "invitations": invitations,
     "request counts": request_counts,
+    "SMS replies": sms_replies,
 }
 
 
@@ -180,6 +190,7 @@ SWEPT: dict[str, tuple[type[peewee.Model], ...]] = {
     "slug holds": (SlugHold,),
     "invitations": (Invite,),
     "request counts": (RequestCount,),
+    "SMS replies": (SmsReply,),
 }
 
 

@@ -13,9 +13,9 @@ import logging
 import re
 from dataclasses import dataclass
 
-from outofoffice import db, dispatch, outbox
+from outofoffice import clock, db, dispatch, outbox
 from outofoffice.instance import Instance
-from outofoffice.models import Account, Dispatch, OutboxMessage, Vendor
+from outofoffice.models import Account, Dispatch, OutboxMessage, SmsReply, Vendor
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,37 @@ def _act(instance: Instance, offer: Offer, action: str) -> str:
     return f"Marked {d.reference} resolved. Thank you."
 
 
-def handle_reply(instance: Instance, from_number: str, body: str) -> str:
+def handle_inbound(instance: Instance, message_sid: str, from_number: str, body: str) -> str:
+    """A vendor's text as the provider hands it over, with its id (Twilio's
+    MessageSid): handled once. The id is recorded in the transaction that acts, and the
+    unique index decides between two processes hearing it at once; a text heard before
+    (Twilio retrying, or a captured one replayed: the signature carries no time) acts
+    no more, and is answered without the caller's details."""
+    sid = (message_sid or "").strip()
+    if not sid or len(sid) > 64:
+        log.info("sms: a text without a usable message id; not handled")
+        return ""
+    acted: list[Dispatch] = []
+    with db.write():
+        first = SmsReply.insert(message_sid=sid, received_at=clock.now()).on_conflict_ignore()
+        if db.database.execute_sql(*first.sql()).rowcount == 1:
+            answer = _reply(instance, from_number, body, acted)
+            if acted:
+                SmsReply.update(dispatch=acted[0].id).where(SmsReply.message_sid == sid).execute()
+        else:
+            answer = None
+    if answer is not None:
+        outbox.wake()  # after the commit: what the action queued is there to send
+        return answer
+    before = SmsReply.get_or_none(SmsReply.message_sid == sid)
+    log.info("sms: a text heard before (its message id); not acted on again")
+    if before is None or before.dispatch_id is None:
+        return ""
+    reference = Dispatch.get_by_id(before.dispatch_id).reference
+    return f"Your text about {reference} was answered already; nothing changed."
+
+
+def _reply(instance: Instance, from_number: str, body: str, acted: list[Dispatch]) -> str:
     """A text from a phone: YES / NO / DONE, with or without a reference, acts on a
     request offered to that phone's vendor by SMS, as the signed link would; the answer
     to text back ("" for none: Twilio's own keywords, and numbers of no vendor). A bare
@@ -328,6 +358,7 @@ def handle_reply(instance: Instance, from_number: str, body: str) -> str:
         offer = offers[0]  # within one firm: the most recent offer sent to this phone
         if not offer.open_for(action) and firms:
             return _which(word, offers, action)
+    acted.append(offer.dispatch)
     answer = _act(instance, offer, action)
     return answer + _others_open(offers_by_sms(vendors), offer.dispatch.id)
 

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 from datetime import timedelta
 
 import pytest
 
-from outofoffice import clock, config, db, dispatch, owner_setup, sms
+from outofoffice import clock, config, db, dispatch, owner_setup, retention, sms
 from outofoffice.channels.sms.twilio import TwilioSms, without_numbers
 from outofoffice.instance import Instance
-from outofoffice.models import Account, Category, Dispatch, DispatchEvent, OutboxMessage, Vendor
+from outofoffice.models import (
+    Account,
+    Category,
+    Dispatch,
+    DispatchEvent,
+    OutboxMessage,
+    SmsReply,
+    Vendor,
+)
 from outofoffice.web.sms import twiml
 from tests import twilio_standin as tw
 from tests.conftest import deliver, dump_database, request_form
@@ -565,6 +574,87 @@ def test_an_unknown_reference_is_answered_with_the_open_ones(app, instance, text
         answer == f"ALP-ZZZZ is not one of your requests. Which request? Reply YES {d.reference}."
     )
     assert fresh(d).status == "sent"
+
+
+def post_text(app, instance, params: dict[str, str]):
+    return tw.post_signed(app, instance.url("/sms/twilio/inbound"), params)
+
+
+def test_a_text_heard_again_acts_no_more(app, instance, texting):
+    """A captured, correctly signed YES posted again later (or Twilio retrying it: the
+    same MessageSid) must not act on whatever request is offered by then."""
+    first = submit(instance, texting)
+    deliver(instance)
+    yes = tw.inbound_params(VERA, "YES")
+    assert answer_of(post_text(app, instance, yes)).startswith(f"Accepted {first.reference}.")
+    reply(app, instance, VERA, "DONE")
+    clock.advance(timedelta(minutes=5))
+    second = submit(instance, texting, phone="+1 555 0177", name="Bill Client")
+    deliver(instance)
+    for _ in range(2):
+        response = post_text(app, instance, yes)
+        assert response.status_int == 200
+        assert answer_of(response) == (
+            f"Your text about {first.reference} was answered already; nothing changed."
+        )
+    assert fresh(second).status == "sent" and "accepted" not in kinds(second)
+    assert kinds(first).count("accepted") == 1 and fresh(first).status == "resolved"
+    # a text that did nothing, heard again, gets no answer at all
+    hello = tw.inbound_params(VERA, "hello")
+    assert answer_of(post_text(app, instance, hello)).startswith("Reply YES to accept")
+    assert answer_of(post_text(app, instance, hello)) == ""
+    # the record names the message and the request, nothing of the caller or the text
+    stored = [line for line in dump_database().splitlines() if line.startswith("sms_reply:")]
+    assert len(stored) == 3 and all("YES" not in line and "5550" not in line for line in stored)
+
+
+def test_a_text_without_a_message_id_is_not_acted_on(app, instance, texting):
+    d = submit(instance, texting)
+    deliver(instance)
+    params = tw.inbound_params(VERA, "YES")
+    for name in ("MessageSid", "SmsSid", "SmsMessageSid"):
+        del params[name]
+    response = post_text(app, instance, params)
+    assert response.status_int == 200 and answer_of(response) == ""
+    assert fresh(d).status == "sent"
+
+
+def test_one_text_heard_by_two_processes_at_once_acts_once(instance, texting):
+    """Twilio retrying while the first try is still running: on PostgreSQL two
+    processes; the unique index on the message id lets one act."""
+    d = submit(instance, texting)
+    deliver(instance)
+    sid = "SM" + "7" * 32
+    start = threading.Barrier(2)
+    answers: list[str] = []
+
+    def hear() -> None:
+        with db.connection():
+            start.wait()
+            answers.append(sms.handle_inbound(instance, sid, VERA, "YES"))
+
+    threads = [threading.Thread(target=hear) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(answers) == 2
+    assert sum(a.startswith(f"Accepted {d.reference}.") for a in answers) == 1
+    assert f"Your text about {d.reference} was answered already; nothing changed." in answers
+    assert kinds(d).count("accepted") == 1
+
+
+def test_the_record_of_texts_heard_is_swept_after_30_days(app, instance, texting):
+    submit(instance, texting)
+    deliver(instance)
+    reply(app, instance, VERA, "YES")
+    clock.advance(timedelta(days=29))
+    reply(app, instance, VERA, "DONE")
+    with db.connection():
+        assert retention.sweep_all(instance.config)["SMS replies"] == 0
+        clock.advance(timedelta(days=1, seconds=1))
+        assert retention.sweep_all(instance.config)["SMS replies"] == 1
+        assert SmsReply.select().count() == 1  # the DONE's, 29 days younger
 
 
 def test_a_firm_that_is_disabled_takes_no_replies(app, instance, texting):

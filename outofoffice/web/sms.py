@@ -62,7 +62,12 @@ def install(app: bottle.Bottle) -> None:
         form = _signed_form(INBOUND_PATH)
         if isinstance(form, bottle.HTTPResponse):
             return form
-        answer = sms.handle_reply(instance(), form.get("From", ""), form.get("Body", ""))
+        answer = sms.handle_inbound(
+            instance(),
+            form.get("MessageSid") or form.get("SmsSid", ""),
+            form.get("From", ""),
+            form.get("Body", ""),
+        )
         bottle.response.content_type = "text/xml; charset=utf-8"
         return twiml(answer)
 
