@@ -249,3 +249,31 @@ def test_a_lease_shorter_than_a_slow_send_is_refused(tmp_path):
 def test_a_database_password_is_never_shown(url):
     shown = config.display_url(url)
     assert "S3cret" not in shown and "<redacted>" in shown and "db.internal" in shown
+
+
+TWILIO = '[sms]\nprovider = "twilio"\n[sms.twilio]\n'
+SID = 'account_sid = "AC' + "0" * 32 + '"\n'
+
+
+def test_sms_through_twilio_names_the_key_it_still_needs(tmp_path):
+    assert "[sms.twilio] account_sid: is required" in error_of(tmp_path, TWILIO)
+    no_token = error_of(tmp_path, TWILIO + SID)
+    assert "[sms.twilio] auth_token: is required" in no_token and "auth_token_file" in no_token
+    no_sender = error_of(tmp_path, TWILIO + SID + 'auth_token = "t"\n')
+    assert "[sms.twilio] from_number: is required" in no_sender
+    assert "messaging_service_sid" in no_sender
+    both = TWILIO + SID + 'auth_token = "t"\nfrom_number = "+15550100199"\n'
+    both += 'messaging_service_sid = "MG' + "0" * 32 + '"\n'
+    assert "not both" in error_of(tmp_path, both)
+    local = error_of(tmp_path, TWILIO + 'from_number = "555-0100"\n')
+    assert "[sms.twilio] from_number" in local and "E.164" in local
+    cfg = load_text(tmp_path, TWILIO + SID + 'auth_token = "t"\nfrom_number = "+15550100199"\n')
+    assert cfg.sms.twilio.from_number == "+15550100199" and "auth_token='t'" not in repr(cfg)
+
+
+def test_push_and_webhooks_settings_are_checked(tmp_path):
+    message = error_of(tmp_path, '[push]\nntfy_url = "http://ntfy.example.com"\n')
+    assert "[push] ntfy_url" in message and "https" in message
+    assert "[webhooks] allow_private" in error_of(tmp_path, '[webhooks]\nallow_private = "yes"\n')
+    cfg = load_text(tmp_path, '[push]\nntfy_url = "https://ntfy.sh"\n')
+    assert cfg.push.ntfy_url == "https://ntfy.sh" and cfg.webhooks.allow_private is False
