@@ -23,7 +23,7 @@ from outofoffice.cli import cli
 from outofoffice.instance import Instance
 from outofoffice.models import Setting
 from tests.conftest import client, deliver, request_form
-from tests.twilio_standin import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioStandIn
+from tests.twilio_standin import TwilioStandIn, config_sections
 
 FIELDS = {
     "status",
@@ -113,15 +113,7 @@ def test_twilio_failing_is_a_fault_of_its_own_while_mail_goes(make_instance):
     """Twilio answers 500 to every text: its breaker opens after three, and once that has
     lasted [health] mail_failing_seconds /healthz names SMS, not mail."""
     with TwilioStandIn() as twilio:
-        instance = make_instance(
-            sms={"provider": "twilio"},
-            sms__twilio={
-                "account_sid": ACCOUNT_SID,
-                "auth_token": AUTH_TOKEN,
-                "from_number": FROM_NUMBER,
-                "api_url": twilio.url,
-            },
-        )
+        instance = make_instance(**config_sections(twilio))
         twilio.answer_next("500", times=10)
         with db.connection(), db.write():
             for _ in range(4):

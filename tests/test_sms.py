@@ -43,22 +43,10 @@ def twilio():
     standin.stop()
 
 
-def twilio_sections(standin) -> dict:
-    return {
-        "sms": {"provider": "twilio"},
-        "sms__twilio": {
-            "account_sid": tw.ACCOUNT_SID,
-            "auth_token": tw.AUTH_TOKEN,
-            "from_number": tw.FROM_NUMBER,
-            "api_url": standin.url,
-        },
-    }
-
-
 @pytest.fixture
 def instance(make_instance, twilio):
     """Every test here runs on an installation that sends SMS through the stand-in."""
-    return make_instance(**twilio_sections(twilio))
+    return make_instance(**tw.config_sections(twilio))
 
 
 @pytest.fixture

@@ -33,14 +33,20 @@ def instance(make_instance):
     return make_instance(webhooks={"allow_private": True})
 
 
-@pytest.fixture
-def receivers():
-    started: list[Receiver] = []
+def starting(server_type):
+    """A fixture's maker of local servers of a type, each stopped after the test."""
+    started = []
 
-    def start(**options) -> Receiver:
-        started.append(Receiver(**options).start())
+    def start(**options):
+        started.append(server_type(**options).start())
         return started[-1]
 
+    return start, started
+
+
+@pytest.fixture
+def receivers():
+    start, started = starting(Receiver)
     yield start
     for receiver in started:
         receiver.stop()
@@ -635,12 +641,7 @@ def test_an_endpoint_that_keeps_failing_holds_back_no_other(instance, firm, rece
 
 @pytest.fixture
 def drippers():
-    started: list[Dripper] = []
-
-    def start(**options) -> Dripper:
-        started.append(Dripper(**options).start())
-        return started[-1]
-
+    start, started = starting(Dripper)
     yield start
     for dripper in started:
         dripper.stop()

@@ -30,6 +30,20 @@ E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 MESSAGES = re.compile(r"/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages\.json")
 
 
+def config_sections(standin: TwilioStandIn) -> dict:
+    """The config of an installation that texts through this stand-in, as the
+    make_instance fixture and served_config take it."""
+    return {
+        "sms": {"provider": "twilio"},
+        "sms__twilio": {
+            "account_sid": ACCOUNT_SID,
+            "auth_token": AUTH_TOKEN,
+            "from_number": FROM_NUMBER,
+            "api_url": standin.url,
+        },
+    }
+
+
 def error_body(status: int, code: int, message: str) -> dict:
     return {
         "code": code,

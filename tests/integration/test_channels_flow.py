@@ -20,15 +20,15 @@ from outofoffice.models import (
     WebhookEndpoint,
 )
 from tests.conftest import DATA, served_config
+from tests.integration.test_dispatch_flow import submit as fill_routing_form
 from tests.ntfy_standin import NtfyStandIn
 from tests.servers import Browser
 from tests.servers import run_cli as cli
 from tests.smtp_sink import SMTPSink, free_port
 from tests.twilio_standin import (
-    ACCOUNT_SID,
     AUTH_TOKEN,
-    FROM_NUMBER,
     TwilioStandIn,
+    config_sections,
     inbound_params,
     twilio_signature,
 )
@@ -66,13 +66,7 @@ def setup(tmp_path, port, smtp, twilio, ntfy, receiver):
         port,
         mail={"backend": "smtp", "from": "Lakeshore Desk <desk@lakeshore.example>"},
         mail__smtp={"host": "127.0.0.1", "port": smtp.port, "security": "none"},
-        sms={"provider": "twilio"},
-        sms__twilio={
-            "account_sid": ACCOUNT_SID,
-            "auth_token": AUTH_TOKEN,
-            "from_number": FROM_NUMBER,
-            "api_url": twilio.url,
-        },
+        **config_sections(twilio),
         push={"ntfy_url": ntfy.url},
         webhooks={"allow_private": True},  # the receiver is on 127.0.0.1
     )
@@ -92,20 +86,17 @@ def setup(tmp_path, port, smtp, twilio, ntfy, receiver):
     return cfg
 
 
+def serving(tmp_path, servers, peers):
+    """The firm set up, and the real server running on it."""
+    port = free_port()
+    cfg = setup(tmp_path, port, *peers)
+    return cfg, servers(tmp_path, "--config", str(cfg), port=port)
+
+
 def submit(browser: Browser, phone: str) -> str:
+    """A caller's request from the routing page (a gas smell at Elm Street)."""
     _, _, page = browser.request("/r/lakeshore")
-    subject = re.search(r'<option value="(\d+)">Elm Street', page).group(1)
-    category = re.search(r'value="(\d+)"[^>]*>\s*<span><strong>Water leak', page).group(1)
-    token = re.search(r'name="form_token" value="([^"]+)"', page).group(1)
-    form = {
-        "subject": subject,
-        "category": category,
-        "name": "Jordan Ellis",
-        "phone": phone,
-        "description": "Water through the kitchen ceiling",
-        "form_token": token,
-    }
-    status, _, done = browser.request("/r/lakeshore", form)
+    status, _, done = fill_routing_form(browser, page, phone=phone)
     assert status == 200, done
     return re.search(r"Request ([A-Z0-9]{3}-[A-Z0-9]+)", done).group(1)
 
@@ -146,9 +137,7 @@ def test_one_request_reaches_the_vendor_by_every_channel_and_is_accepted_once(
     tmp_path, servers, peers
 ):
     smtp, twilio, ntfy, receiver = peers
-    port = free_port()
-    cfg = setup(tmp_path, port, smtp, twilio, ntfy, receiver)
-    server = servers(tmp_path, "--config", str(cfg), port=port)
+    cfg, server = serving(tmp_path, servers, peers)
     browser = Browser(server.url)
 
     reference = submit(browser, "+1 312 555 0111")
@@ -194,9 +183,7 @@ def test_one_request_reaches_the_vendor_by_every_channel_and_is_accepted_once(
 
 def test_the_push_accept_button_accepts_once(tmp_path, servers, peers):
     smtp, twilio, ntfy, receiver = peers
-    port = free_port()
-    cfg = setup(tmp_path, port, smtp, twilio, ntfy, receiver)
-    server = servers(tmp_path, "--config", str(cfg), port=port)
+    cfg, server = serving(tmp_path, servers, peers)
     reference = submit(Browser(server.url), "+1 312 555 0112")
     [pushed] = until(lambda: ntfy.messages, what="the vendor's push")
     accept = next(a for a in pushed["actions"] if a["label"] == "Accept")
@@ -210,9 +197,7 @@ def test_a_deleted_firms_messages_of_every_channel_are_gone_after_the_sweep(
     tmp_path, servers, peers
 ):
     smtp, twilio, ntfy, receiver = peers
-    port = free_port()
-    cfg = setup(tmp_path, port, smtp, twilio, ntfy, receiver)
-    server = servers(tmp_path, "--config", str(cfg), port=port)
+    cfg, server = serving(tmp_path, servers, peers)
     submit(Browser(server.url), "+1 312 555 0113")
     until(lambda: ntfy.messages and texts_to(twilio, DALE) and receiver.deliveries)
     with db.connection():

@@ -15,9 +15,9 @@ import urllib.request
 from typing import Any
 
 from outofoffice import __version__
-from outofoffice.channels.base import Deliverer, DeliveryError, Receipt
+from outofoffice.channels import http
+from outofoffice.channels.base import Deliverer, Receipt
 
-TIMEOUT_SECONDS = 15
 PRIORITIES = {"min": 1, "low": 2, "default": 3, "high": 4, "urgent": 5}
 TAGS = {"urgent": ["rotating_light"], "high": ["bell"]}  # emoji on the notification
 RATE_LIMIT_WAIT = 30.0  # ntfy says 429 without a Retry-After: wait this long
@@ -36,11 +36,6 @@ def _error_words(status: int, body: str) -> str:
     else:
         words = f"ntfy {status}: {body.strip()[:200] or 'no explanation'}"
     return f"{words}; {TOKEN_HINT[status]}" if status in TOKEN_HINT else words
-
-
-def _retry_after(value: str | None) -> float:
-    value = (value or "").strip()
-    return float(value) if value.replace(".", "", 1).isdigit() else RATE_LIMIT_WAIT
 
 
 class NtfyPush(Deliverer):
@@ -89,24 +84,13 @@ class NtfyPush(Deliverer):
         request = urllib.request.Request(  # noqa: S310 - ntfy_url is validated as http(s)
             self.url, data=json.dumps(message).encode(), method="POST", headers=headers
         )
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
-                status = response.status
-                body = response.read(64_000).decode("utf-8", "replace")
-        except urllib.error.HTTPError as exc:
-            words = _error_words(exc.code, exc.read(4000).decode("utf-8", "replace"))
-            if exc.code == 429:
-                raise DeliveryError(
-                    words, retry_after=_retry_after(exc.headers.get("Retry-After")), status=429
-                ) from None
-            raise DeliveryError(words, permanent=exc.code < 500, status=exc.code) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DeliveryError(f"cannot reach ntfy at {self.url}: {reason}") from None
-        try:
-            message_id = str(json.loads(body).get("id", ""))
-        except (ValueError, AttributeError):
-            message_id = ""
+        status, answer = http.post(
+            request,
+            who=f"ntfy at {self.url}",
+            error_words=_error_words,
+            rate_limit_wait=RATE_LIMIT_WAIT,
+        )
+        message_id = str(answer.get("id", ""))
         return Receipt(provider_id=message_id, status=status)
 
     def describe(self) -> str:

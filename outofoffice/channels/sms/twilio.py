@@ -21,11 +21,11 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from outofoffice import __version__
+from outofoffice.channels import http
 from outofoffice.channels.base import DeliveryError, Receipt
 from outofoffice.channels.sms.base import Sms, SmsProvider
 from outofoffice.config import is_loopback
 
-TIMEOUT_SECONDS = 15
 INBOUND_PATH = "/sms/twilio/inbound"
 STATUS_PATH = "/sms/twilio/status"
 
@@ -73,11 +73,6 @@ def _error_words(status: int, body: str) -> str:
     return f"Twilio {status}: {without_numbers(body.strip()[:200]) or 'no explanation'}"
 
 
-def _retry_after(value: str | None) -> float | None:
-    value = (value or "").strip()
-    return float(value) if value.replace(".", "", 1).isdigit() else None
-
-
 class TwilioSms(SmsProvider):
     name = "twilio"
 
@@ -116,24 +111,10 @@ class TwilioSms(SmsProvider):
                 "User-Agent": f"outofoffice/{__version__}",
             },
         )
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
-                status = response.status
-                body = response.read(64_000).decode("utf-8", "replace")
-        except urllib.error.HTTPError as exc:
-            words = _error_words(exc.code, exc.read(4000).decode("utf-8", "replace"))
-            if exc.code == 429:
-                raise DeliveryError(
-                    words, retry_after=_retry_after(exc.headers.get("Retry-After")), status=429
-                ) from None
-            raise DeliveryError(words, permanent=exc.code < 500, status=exc.code) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DeliveryError(f"cannot reach Twilio at {opts.api_url}: {reason}") from None
-        try:
-            sid = str(json.loads(body).get("sid", ""))
-        except (ValueError, AttributeError):
-            sid = ""
+        status, answer = http.post(
+            request, who=f"Twilio at {opts.api_url}", error_words=_error_words
+        )
+        sid = str(answer.get("sid", ""))
         if not sid:  # taken, by all appearances, but without an id its reports are lost
             raise DeliveryError(f"Twilio {status}: the answer names no message sid", status=status)
         return Receipt(provider_id=sid, status=status)
