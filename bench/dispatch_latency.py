@@ -63,6 +63,26 @@ def read_sink(sink: subprocess.Popen, accepted: dict[int, float]) -> None:
             accepted.setdefault(int(tag), float(at))
 
 
+def demo_installation(
+    workdir: Path, port: int, smtp_port: int, threads: int, extra: str = ""
+) -> Path:
+    """A throw-away installation with the demo firm, mailing a real SMTP server, with no
+    hourly limits in the way; its config file."""
+    config = workdir / "config.toml"
+    config.write_text(
+        f'[server]\nbase_url = "http://127.0.0.1:{port}"\nport = {port}\n'
+        f"threads = {threads}\n{extra}"
+        f'[storage]\ndata_dir = "{workdir / "data"}"\n'
+        f'[mail]\nbackend = "smtp"\n[mail.smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\n'
+        'security = "none"\n'
+        "[abuse]\ndispatches_per_ip_per_hour = 1000000\n"
+        "dispatches_per_account_per_hour = 1000000\n"
+    )
+    cli(config, "migrate")
+    cli(config, "demo", "--slug", "bench-firm")
+    return config
+
+
 def start_sink(port: int) -> tuple[subprocess.Popen, dict[int, float]]:
     """The SMTP server in its own process, and the map of request number -> when its
     first email was accepted, filled as they arrive."""
@@ -92,18 +112,7 @@ def main() -> None:
     smtp_port, port = free_port(), free_port()
     sink, accepted = start_sink(smtp_port)
     workdir = Path(tempfile.mkdtemp(prefix="oop-bench-"))
-    config = workdir / "config.toml"
-    config.write_text(
-        f'[server]\nbase_url = "http://127.0.0.1:{port}"\nport = {port}\n'
-        f"threads = {args.threads}\n"
-        f'[storage]\ndata_dir = "{workdir / "data"}"\n'
-        f'[mail]\nbackend = "smtp"\n[mail.smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\n'
-        'security = "none"\n'
-        "[abuse]\ndispatches_per_ip_per_hour = 1000000\n"
-        "dispatches_per_account_per_hour = 1000000\n"
-    )
-    cli(config, "migrate")
-    cli(config, "demo", "--slug", "bench-firm")
+    config = demo_installation(workdir, port, smtp_port, args.threads)
     command = [sys.executable, "-m", "outofoffice", "--config", str(config)]
     processes = [
         subprocess.Popen(

@@ -23,7 +23,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from dispatch_latency import BENCH, cli, free_port, start_sink
+from dispatch_latency import BENCH, demo_installation, free_port, start_sink
 
 # wrk's Lua: a POST with a fresh phone number per request (so none joins an earlier
 # one as a repeat), numbered apart per wrk thread.
@@ -85,18 +85,9 @@ def post_script(workdir: Path, name: str, path: str, fields: dict[str, str]) -> 
 def start_product(workdir: Path, threads: int) -> tuple[list[subprocess.Popen], int, dict]:
     smtp_port, port = free_port(), free_port()
     sink, _ = start_sink(smtp_port)
-    config = workdir / "config.toml"
-    config.write_text(
-        f'[server]\nbase_url = "http://127.0.0.1:{port}"\nport = {port}\n'
-        f"threads = {threads}\nconnections_per_address = 1000\n"
-        f'[storage]\ndata_dir = "{workdir / "data"}"\n'
-        f'[mail]\nbackend = "smtp"\n[mail.smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\n'
-        'security = "none"\n'
-        "[abuse]\ndispatches_per_ip_per_hour = 1000000\n"
-        "dispatches_per_account_per_hour = 1000000\n"
+    config = demo_installation(
+        workdir, port, smtp_port, threads, "connections_per_address = 1000\n"
     )
-    cli(config, "migrate")
-    cli(config, "demo", "--slug", "bench-firm")
     serve = subprocess.Popen(
         [sys.executable, "-m", "outofoffice", "--config", str(config), "serve"],
         stdout=subprocess.DEVNULL,
