@@ -78,7 +78,10 @@ class Cluster:
             "-c max_connections=400 -c shared_buffers=128MB"
         )
         if not self.durable:
-            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            # fsync off: a crash of the server (stop_server) leaves what it wrote in the
+            # OS's cache. synchronous_commit stays on: off, a crash would also lose the
+            # last commits it had acknowledged, such as a test's firm made just before
+            options += " -c fsync=off -c full_page_writes=off"
         log = str(self.root / "log")
         self._run("pg_ctl", "-D", str(self.data), "-l", log, "-w", "-o", options, "start")
 
