@@ -279,8 +279,8 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
                 "asyncore_use_poll",
                 bool,
                 True,
-                "Watch connections with poll() rather than select(), which cannot watch more "
-                "than 1,024 at once.",
+                "Watch connections with epoll (poll() where there is none) rather than "
+                "select(), which cannot watch more than 1,024 at once.",
             ),
         ),
     ),

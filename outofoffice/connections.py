@@ -16,10 +16,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import resource
+import select
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, TcpWSGIServer
@@ -201,6 +203,66 @@ class LimitedChannel(HTTPChannel):
         return done
 
 
+def epoll_once(timeout: float, socket_map: dict) -> None:
+    """One turn of waitress's loop, watching with epoll: what wasyncore.poll2 does with
+    poll(), which on this kind of machine served a sixth of the requests select() did
+    (bench/README.md), without select()'s limit of 1,024 descriptors."""
+    watcher = select.epoll(max(len(socket_map), 1))
+    try:
+        for fd, obj in list(socket_map.items()):
+            flags = 0
+            if obj.readable():
+                flags |= select.EPOLLIN | select.EPOLLPRI
+            if obj.writable() and not obj.accepting:  # a listening socket is never written
+                flags |= select.EPOLLOUT
+            if flags:
+                watcher.register(fd, flags)
+        try:
+            events = watcher.poll(timeout)
+        except InterruptedError:
+            events = []
+    finally:
+        watcher.close()
+    for fd, flags in events:
+        obj = socket_map.get(fd)
+        if obj is not None:
+            wasyncore.readwrite(obj, flags)
+
+
+def run_loop(adj: Adjustments, socket_map: dict) -> None:
+    """waitress's loop until its map is empty; epoll for asyncore_use_poll where the
+    system has it, select() otherwise."""
+    if adj.asyncore_use_poll and hasattr(select, "epoll"):
+        once = epoll_once
+    else:
+        once = wasyncore.poll2 if adj.asyncore_use_poll else wasyncore.poll
+    while socket_map:
+        once(adj.asyncore_loop_timeout, socket_map)
+
+
+class QueueDepthLog:
+    """waitress warns once per request that waits for a free thread: under a burst that
+    is a line per request, written by the very thread that accepts them. This says it
+    once a minute, with the deepest the queue got."""
+
+    def __init__(self, every: float = REFUSALS_LOGGED_EVERY, clock=time.monotonic):
+        self.every, self.clock = every, clock
+        self.deepest = 0
+        self.logged_at: float | None = None
+
+    def warning(self, message: str, depth: int, *args) -> None:
+        self.deepest = max(self.deepest, depth)
+        now = self.clock()
+        if self.logged_at is None or now - self.logged_at >= self.every:
+            log.warning(
+                "requests waited for a free thread (up to %d at once%s); if this lasts, "
+                "see [server] threads and processes in docs/performance.md",
+                self.deepest,
+                "" if self.logged_at is None else f" in the last {round(now - self.logged_at)} s",
+            )
+            self.logged_at, self.deepest = now, 0
+
+
 class LimitedServer(TcpWSGIServer):
     """waitress's TCP server with the per-address cap and the arrival deadline."""
 
@@ -219,6 +281,12 @@ class LimitedServer(TcpWSGIServer):
             return None
         return LimitedChannel(server, sock, addr, adj, map=map)
 
+    def run(self):
+        try:
+            run_loop(self.adj, self._map)
+        except (SystemExit, KeyboardInterrupt):
+            self.task_dispatcher.shutdown()
+
     def maintenance(self, now):
         super().maintenance(now)  # the idle ones
         cutoff = time.monotonic() - self.adj.channel_timeout
@@ -233,6 +301,7 @@ def create_server(application, per_address: int, exempt: Iterable[str] = (), **o
     """waitress.create_server's TCP part with LimitedServer; options are waitress's."""
     adj = Adjustments(**options)
     dispatcher = ThreadedTaskDispatcher()
+    dispatcher.queue_logger = QueueDepthLog()
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict = {}
     addresses = AddressCounts(per_address, exempt)
@@ -252,7 +321,17 @@ def create_server(application, per_address: int, exempt: Iterable[str] = (), **o
     if len(servers) == 1:
         return servers[0]
     listening = [(s.effective_host, s.effective_port) for s in servers]
-    return MultiSocketServer(socket_map, adj, listening, dispatcher, servers[-1].log_info)
+    return LimitedMultiSocketServer(socket_map, adj, listening, dispatcher, servers[-1].log_info)
+
+
+class LimitedMultiSocketServer(MultiSocketServer):
+    """Several listening sockets in one loop, run as LimitedServer runs."""
+
+    def run(self):
+        try:
+            run_loop(self.adj, self.map)
+        except (SystemExit, KeyboardInterrupt):
+            self.close()
 
 
 def fit_open_files(connection_limit: int, use_poll: bool) -> int:

@@ -18,9 +18,11 @@ from waitress import wasyncore
 from outofoffice.connections import (
     NAMED_PER_MINUTE,
     AddressCounts,
+    QueueDepthLog,
     RefusalLog,
     client_key,
     create_server,
+    epoll_once,
 )
 
 pytestmark = pytest.mark.no_database
@@ -129,6 +131,19 @@ def test_refusals_are_logged_once_a_minute_per_address_with_their_count(caplog):
     assert caplog.records[-1].getMessage().startswith("refusing connections from 203.0.113.9:")
 
 
+def test_requests_waiting_for_a_thread_are_said_once_a_minute_with_the_deepest_queue(caplog):
+    clock = Clock()
+    queue = QueueDepthLog(clock=clock)
+    caplog.set_level(logging.WARNING, logger="outofoffice.connections")
+    for depth in [1, 2, 3, 9, 4] * 20:  # a burst: waitress reports every waiting request
+        queue.warning("Task queue depth is %d", depth)
+        clock.now += 0.7
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert lines[0].startswith("requests waited for a free thread (up to 1 at once)")
+    assert lines[1].startswith("requests waited for a free thread (up to 9 at once in the last 60")
+
+
 def hello(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello"]
@@ -163,7 +178,7 @@ def serve_until(server, done, seconds: float = 5) -> None:
     deadline = time.monotonic() + seconds
     while not done():
         assert time.monotonic() < deadline, "the server never got there"
-        wasyncore.loop(timeout=0.01, map=server._map, use_poll=True, count=1)
+        epoll_once(0.01, server._map)  # the loop's turn, as `serve` runs it
 
 
 def connect(server, source: str = "127.0.0.1") -> socket.socket:
