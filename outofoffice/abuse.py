@@ -101,21 +101,21 @@ def may_send_sign_in(config: Config, ip: str, account: Account | None) -> bool:
     return allowed
 
 
-def form_token(keys: Keys, account: Account) -> str:
+def form_token(keys: Keys, account_id: int) -> str:
     """A token for the routing page's form: a page loaded from this site carries it, so
     a form posted blind from another site, or a bot that never loads the page, is
     refused. It names the firm and the time it was issued, and lasts FORM_TOKEN_HOURS."""
     issued = int(clock.timestamp())
-    return f"{issued}.{keys.sign('form-token', f'{account.id}.{issued}')}"
+    return f"{issued}.{keys.sign('form-token', f'{account_id}.{issued}')}"
 
 
-def form_token_ok(keys: Keys, account: Account, token: str) -> bool:
+def form_token_ok(keys: Keys, account_id: int, token: str) -> bool:
     issued, _, signature = token.partition(".")
     if not re.fullmatch(r"[0-9]{1,12}", issued):  # ASCII only: str.isdigit takes "²"
         return False
     age = clock.timestamp() - int(issued)
     return -300 < age < FORM_TOKEN_HOURS * 3600 and keys.verify(
-        "form-token", f"{account.id}.{issued}", signature
+        "form-token", f"{account_id}.{issued}", signature
     )
 
 

@@ -12,11 +12,12 @@ import peewee
 
 from outofoffice import db, migrations
 from outofoffice.config import Config
-from outofoffice.models import MODELS, OutboxMessage, ProcessBeat
+from outofoffice.models import MODELS, OutboxMessage, PagesVersion, ProcessBeat
 
 BATCH = 500
-# Heartbeats describe the processes running now, not the installation's data.
-COPIED = [model for model in MODELS if model is not ProcessBeat]
+# Heartbeats describe the processes running now, not the installation's data; the
+# pages' versions are counted afresh by the target's triggers as the rows arrive.
+COPIED = [model for model in MODELS if model not in (ProcessBeat, PagesVersion)]
 
 
 class CopyError(Exception):
@@ -108,7 +109,7 @@ def _copy_table(model: type[peewee.Model], source, target) -> int:
 
 def _move_sequences(target: peewee.Database) -> None:
     """Rows came with their ids: each id sequence continues after the highest."""
-    for model in MODELS:
+    for model in COPIED:
         table = model._meta.table_name  # from the schema, never from input
         target.execute_sql(
             f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'),"  # noqa: S608

@@ -541,6 +541,40 @@ def vacuum(models: list[type[peewee.Model]]) -> None:
         conn.autocommit = autocommit
 
 
+# names from the code, never from input; {row} is NEW or OLD
+COUNT_CHANGE = (
+    'INSERT INTO "{counter}" ("account_id", "version") '
+    'SELECT "id", 1 FROM "account" WHERE "id" = {row}."{column}" '
+    'ON CONFLICT ("account_id") DO UPDATE SET "version" = "{counter}"."version" + 1'
+)
+
+
+def count_changes(table: str, counter: str, column: str = "account_id") -> None:
+    """Triggers that add one to the ``counter`` table's row for the account (named by
+    the row's ``column``) whenever a row of ``table`` is inserted, changed or deleted,
+    whoever writes it. No row is made for an account being deleted (the SELECT finds
+    no account)."""
+    bump = COUNT_CHANGE.replace("{counter}", counter).replace("{column}", column)
+    if is_sqlite():
+        for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+            database.execute_sql(
+                f'CREATE TRIGGER IF NOT EXISTS "{table}_{counter}_{event.lower()}" '
+                f'AFTER {event} ON "{table}" BEGIN {bump.format(row=row)}; END'
+            )
+        return
+    function = f"{table}_{counter}"
+    database.execute_sql(
+        f'CREATE OR REPLACE FUNCTION "{function}"() RETURNS trigger AS $$ '
+        "BEGIN IF TG_OP = 'DELETE' THEN "
+        f"{bump.format(row='OLD')}; ELSE {bump.format(row='NEW')}; END IF; "
+        "RETURN NULL; END $$ LANGUAGE plpgsql"
+    )
+    database.execute_sql(
+        f'CREATE OR REPLACE TRIGGER "{function}" AFTER INSERT OR UPDATE OR DELETE '
+        f'ON "{table}" FOR EACH ROW EXECUTE FUNCTION "{function}"()'
+    )
+
+
 def server_version() -> str:
     """ "SQLite 3.40.1" or "PostgreSQL 15.18", for `check`."""
     if is_sqlite():

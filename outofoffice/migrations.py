@@ -101,6 +101,14 @@ def _v6_channels(database: peewee.Database) -> None:
         ).execute()
 
 
+def _v7_pages_version(database: peewee.Database) -> None:
+    """Routing pages served from a cache: a count of changes to what they show."""
+    database.create_tables([models.PagesVersion])
+    for table in ("subject", "category"):
+        db.count_changes(table, "pages_version")
+    db.count_changes("account", "pages_version", column="id")
+
+
 STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("initial schema", _v1_initial),
     ("when each background job last ran", _v2_job_runs),
@@ -108,6 +116,7 @@ STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("the firm's colour and logo", _v4_firm_branding),
     ("emergencies first in the outbox", _v5_outbox_priority),
     ("SMS, push and webhooks", _v6_channels),
+    ("routing pages from a cache", _v7_pages_version),
 ]
 LATEST = len(STEPS)
 

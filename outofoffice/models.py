@@ -83,6 +83,16 @@ class Category(BaseModel):
     position = peewee.IntegerField(default=0)
 
 
+class PagesVersion(BaseModel):
+    """A count that grows whenever what the firm's public pages show changes (the
+    account's row, its subjects, its categories): written by the database's own
+    triggers (schema step 7, so no path that writes them can forget it), read with the
+    account's id as the key of its cached pages."""
+
+    account = peewee.ForeignKeyField(Account, primary_key=True, on_delete="CASCADE")
+    version = peewee.IntegerField(default=0)
+
+
 class Route(BaseModel):
     account = _fk(Account, backref="routes")
     subject = _fk(Subject, null=True)  # null: any subject
@@ -313,4 +323,13 @@ V1_MODELS = [
     IPBlock,
     RequestCount,
 ]
-MODELS = [*V1_MODELS, JobRun, ProcessBeat, Setting, Logo, WebhookEndpoint, SmsReply]
+MODELS = [
+    *V1_MODELS,
+    JobRun,
+    ProcessBeat,
+    Setting,
+    Logo,
+    WebhookEndpoint,
+    SmsReply,
+    PagesVersion,
+]

@@ -3,8 +3,8 @@
 import re
 from datetime import timedelta
 
-from outofoffice import accounts, clock, db
-from outofoffice.models import Dispatch, DispatchEvent
+from outofoffice import accounts, clock, db, owner_setup
+from outofoffice.models import Account, Dispatch, DispatchEvent
 from tests.conftest import client, request_form
 
 
@@ -288,3 +288,49 @@ def test_the_mark_resolved_button_expires_with_the_emails_links(app, firm, mailb
     # a decline link, once the request is accepted, offers no button that cannot work
     clock.reset()
     assert not app.get(paths["Decline"]).html.find("button", string="Decline")
+
+
+def _shown(page) -> tuple[list[str], list[str], str]:
+    """What a caller reads on the routing page: the subjects, the categories, the firm."""
+    options = [o.text for o in page.html.find(id="f-subject").find_all("option")][1:]
+    categories = [s.text for s in page.html.select("fieldset.categories strong")]
+    return options, categories, page.html.find(class_="firm-name").text
+
+
+def test_each_caller_gets_a_fresh_form_token_on_the_same_page(app, firm):
+    first = app.get("/r/alpha")
+    clock.advance(timedelta(seconds=5))
+    second = app.get("/r/alpha")
+    tokens = [p.html.find("input", {"name": "form_token"})["value"] for p in (first, second)]
+    assert tokens[0] != tokens[1]
+    assert first.text.replace(tokens[0], "") == second.text.replace(tokens[1], "")
+    for token in tokens:  # each one works
+        form = request_form(firm, phone=f"+1 555 01{len(token) % 10}{tokens.index(token)}")
+        assert app.post("/r/alpha", form | {"form_token": token}).status_int == 303
+
+
+def test_every_edit_of_the_owner_shows_on_the_next_routing_page(app, instance, firm):
+    """The page is kept rendered; each kind of change the owner (or an import) makes
+    must show at once, in another app (another process) too."""
+    other = client(instance)
+    alpha, kinds = firm["account"], owner_setup.KINDS
+    for viewer in (app, other):
+        assert "Oak Court, 8 Oak Ct" in _shown(viewer.get("/r/alpha"))[0]
+    with db.connection():
+        owner_setup.save(alpha, kinds["categories"], {"name": "Burst pipes"}, firm["plumbing"])
+        owner_setup.delete(alpha, kinds["subjects"], firm["oak"])
+        owner_setup.save(alpha, kinds["categories"], {"name": "Heating", "emergency": "on"})
+        owner_setup.import_subjects(alpha, "Ash Row,1 Ash Row,\n")
+    for viewer in (app, other):
+        subjects, categories, _ = _shown(viewer.get("/r/alpha"))
+        assert subjects == ["Ash Row, 1 Ash Row", "Elm Street, 12 Elm St"]
+        assert "Burst pipes" in categories and "Heating" in categories
+        assert "Plumbing" not in categories
+    with db.connection():
+        account = Account.get_by_id(alpha.id)
+        form = {k: getattr(account, k) for k in owner_setup.SETTINGS_FIELDS}
+        owner_setup.save_settings(
+            account, form | {"business_name": "Alpha Homes"}, account.business_hours
+        )
+    for viewer in (app, other):
+        assert _shown(viewer.get("/r/alpha"))[2] == "Alpha Homes"

@@ -23,6 +23,7 @@ from outofoffice.web.context import (
     host_name,
     page,
 )
+from outofoffice.web.page_cache import PageCache
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,7 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
     wrong_host = f"This site answers only at {config.base_url}. Check the address."
     app.config["outofoffice.instance"] = instance
     app.config["outofoffice.firm_cards"] = FirmCards()
+    app.config["outofoffice.page_cache"] = PageCache()
 
     def before_request():
         request = bottle.request

@@ -8,11 +8,14 @@ from outofoffice import abuse, db, dispatch, owner_setup, timeline
 from outofoffice.errors import ValidationError
 from outofoffice.models import Account, Dispatch, DispatchEvent
 from outofoffice.web.context import (
+    FirmCard,
     client_ip,
     fail,
+    firm_cards,
     for_firm,
     instance,
     page,
+    page_cache,
     request_host,
     see_other,
 )
@@ -49,6 +52,15 @@ def routing_slug() -> str | None:
     return slug_from_host() if path == "/" else None
 
 
+# A firm's id and how often what its pages show has changed: two columns, because
+# Python's sqlite3 lets go of the interpreter lock for each column it reads, and under
+# load every one of those is a wait to get it back.
+FIRM_VERSION = (
+    'SELECT "a"."id", COALESCE("v"."version", 0) FROM "account" AS "a" '
+    'LEFT JOIN "pages_version" AS "v" ON "v"."account_id" = "a"."id" WHERE "a"."slug" = ?'
+)
+
+
 def _account(slug: str) -> Account:
     account = db.first(Account, 'SELECT * FROM "account" WHERE "slug" = ?', slug.lower())
     if account is None:
@@ -58,7 +70,12 @@ def _account(slug: str) -> Account:
 
 
 def _form_page(
-    account: Account, form: dict, errors: dict, status: int = 200, unavailable: bool = False
+    account: Account,
+    form: dict,
+    errors: dict,
+    status: int = 200,
+    unavailable: bool = False,
+    form_token: str | None = None,
 ) -> str:
     return page(
         "routing.html",
@@ -72,11 +89,40 @@ def _form_page(
         unavailable=unavailable,
         texts_caller=account.caller_sms and "sms" in instance().deliverers,
         action=bottle.request.path,
-        form_token=abuse.form_token(instance().keys, account),
+        form_token=form_token or abuse.form_token(instance().keys, account.id),
     )
 
 
+def _blank_form_page(slug: str) -> bytes | None:
+    """The form as every caller first meets it, made once per version of what the firm's
+    page shows, with only the form token made for this request; None when the firm's
+    page is something else (unknown, closed)."""
+    found = db.database.execute_sql(db.sql(FIRM_VERSION), (slug.lower(),)).fetchone()
+    if found is None:
+        return None
+
+    def render(placeholder: str) -> tuple[str, FirmCard | None]:
+        account = _account(slug)
+        if account.status != "active":
+            return "", None
+        blank = dict.fromkeys(FIELDS, "")
+        return _form_page(account, blank, {}, form_token=placeholder), FirmCard.of(account)
+
+    key = ("routing", bottle.request.path, *found)
+    html, card = page_cache().page(key, render, abuse.form_token(instance().keys, found[0]))
+    if card is None:
+        return None
+    for_firm(card)
+    firm_cards().remember(card)
+    bottle.response.content_type = "text/html; charset=utf-8"
+    return html
+
+
 def routing_page(slug: str):
+    if bottle.request.method == "GET" and not bottle.request.query_string:
+        html = _blank_form_page(slug)
+        if html is not None:
+            return html
     account = _account(slug)
     if account.status != "active":
         status = 403 if bottle.request.method == "POST" else 200
@@ -90,7 +136,7 @@ def routing_page(slug: str):
         raise fail(400, "This request could not be sent. Please phone the firm.")
     form = {k: bottle.request.forms.getunicode(k, "") or "" for k in FIELDS}
     token = bottle.request.forms.get("form_token", "")
-    if not abuse.form_token_ok(instance().keys, account, token):
+    if not abuse.form_token_ok(instance().keys, account.id, token):
         # nothing is sent; the caller keeps what they typed and gets a fresh token
         return _form_page(account, form, {"form": STALE_FORM}, status=400)
     try:

@@ -120,6 +120,16 @@ class FirmCard:
     logo_hash: str | None
     contact_phone: str
 
+    @classmethod
+    def of(cls, account) -> FirmCard:
+        return cls(
+            account.slug,
+            account.business_name,
+            account.brand_colour,
+            account.logo_hash,
+            account.contact_phone,
+        )
+
 
 class FirmCards:
     """The firms whose pages this app served lately (the most recent LIMIT), so that a
@@ -131,14 +141,7 @@ class FirmCards:
         self._cards: OrderedDict[str, FirmCard] = OrderedDict()
         self._lock = threading.Lock()
 
-    def remember(self, account) -> None:
-        card = FirmCard(
-            account.slug,
-            account.business_name,
-            account.brand_colour,
-            account.logo_hash,
-            account.contact_phone,
-        )
+    def remember(self, card: FirmCard) -> None:
         with self._lock:
             self._cards[card.slug] = card
             self._cards.move_to_end(card.slug)
@@ -154,12 +157,16 @@ def firm_cards() -> FirmCards:
     return bottle.request.app.config["outofoffice.firm_cards"]
 
 
+def page_cache():
+    return bottle.request.app.config["outofoffice.page_cache"]
+
+
 def for_firm(account) -> None:
     """This request is about a firm's caller or vendor: every page it renders, error
     pages too, carries the firm's name, colour and phone instead of the operator's."""
     bottle.request.environ["oop.firm"] = account
     if account is not None and not isinstance(account, FirmCard):
-        firm_cards().remember(account)
+        firm_cards().remember(FirmCard.of(account))
 
 
 def firm_when_unreachable(slug: str) -> None:

@@ -228,6 +228,26 @@ def test_the_hourly_limit_holds_across_processes(tmp_path, servers):
     assert query("SELECT count(*) FROM dispatch") == [(5,)]
 
 
+def test_an_edit_in_the_database_shows_on_every_process_s_routing_page(installation):
+    """Each process keeps its routing pages rendered; a change written by anyone (here
+    straight into the database, as another machine would) shows on the next request."""
+    servers_ = [installation.serve("m1"), installation.serve("m2", scheduler=False)]
+
+    def pages() -> list[str]:
+        return [Browser(s.url).request("/r/alpha")[2] for s in servers_]
+
+    assert all("Elm Street" in p and "Plumbing" in p for p in pages() + pages())
+    query(
+        "INSERT INTO subject (account_id, name, address, reference, created_at) "
+        "SELECT id, 'Oak Court', '8 Oak Ct', '', now() FROM account RETURNING id"
+    )
+    query("UPDATE category SET name = 'Burst pipes' RETURNING id")
+    assert all("Oak Court" in p and "Burst pipes" in p for p in pages())
+    assert not any("Plumbing" in p for p in pages())
+    query("DELETE FROM subject WHERE name = 'Oak Court' RETURNING id")
+    assert not any("Oak Court" in p for p in pages())
+
+
 def test_an_accept_posted_twice_at_once_counts_once(installation):
     a = installation.serve("m1")
     b = installation.serve("m2", scheduler=False)

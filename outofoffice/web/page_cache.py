@@ -1,0 +1,50 @@
+"""Rendered public pages kept per app, so a page that changes only when the owner edits
+it costs a lookup instead of a render. What differs per visitor (the routing form's
+token) is cut out of the stored page and put back on every hit."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+
+class PageCache:
+    """The most recently served LIMIT pages, each stored as the bytes before and after
+    the one value that changes per request, with what the page was made from that a
+    hit needs again (the firm's card). The key must change whenever the page would (a
+    version the database counts), so a change made by any process is a new key, never
+    a stale page."""
+
+    LIMIT = 2_000
+
+    def __init__(self, limit: int = LIMIT):
+        self.limit = limit
+        # an owner who types this into a category name cannot guess it, and a page that
+        # holds it other than once is served but not kept
+        self.placeholder = "\x7f" + secrets.token_hex(8)
+        self._pages: OrderedDict[Hashable, tuple[bytes, bytes, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def page(
+        self, key: Hashable, render: Callable[[str], tuple[str, Any]], value: str
+    ) -> tuple[bytes, Any]:
+        """The page for key with value in its place, and what render returned beside
+        it; render(placeholder) makes both on a miss."""
+        with self._lock:
+            entry = self._pages.get(key)
+            if entry is not None:
+                self._pages.move_to_end(key)
+        if entry is None:
+            html, extra = render(self.placeholder)
+            pieces = html.split(self.placeholder)
+            if len(pieces) != 2:
+                return html.replace(self.placeholder, value).encode(), extra
+            entry = (pieces[0].encode(), pieces[1].encode(), extra)
+            with self._lock:
+                self._pages[key] = entry
+                if len(self._pages) > self.limit:
+                    self._pages.popitem(last=False)
+        return entry[0] + value.encode() + entry[1], entry[2]
