@@ -112,7 +112,7 @@ def test_control_characters_never_reach_a_header():
         html="",
         message_id="<1@example.com>",
     )
-    rendered = message.to_email().as_string()
+    rendered = message.to_bytes().decode()
     assert "\nBcc:" not in rendered
 
 
@@ -564,3 +564,33 @@ def test_a_slow_webhook_endpoint_never_holds_back_the_vendors_email(make_instanc
         scheduler.stop()
         server.shutdown()
         server.server_close()
+
+
+def test_an_email_reads_back_as_written_whatever_its_words():
+    subject = "Dringend: Wasser im Keller – Grüße von Zoë " + "sehr " * 30
+    text = "Grüße\n.\nFrom the basement =3D\n" + "x" * 200 + "\ntrailing  \n"
+    message = Message(
+        sender="Zoë's Plumbing <noreply@example.com>",
+        to="vera@example.com",
+        subject=subject,
+        text=text,
+        html="<p>Grüße, Zoë</p>",
+        message_id="<1@example.com>",
+        headers={"X-Entity-Ref-ID": "SAM-P4VY"},
+    )
+    raw = message.to_bytes()
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n"))
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Subject"] == subject.strip()
+    assert parsed["From"].addresses[0].display_name == "Zoë's Plumbing"
+    assert parsed["To"] == "vera@example.com"
+    assert parsed["X-Entity-Ref-ID"] == "SAM-P4VY"
+    assert parsed["Auto-Submitted"] == "auto-generated"
+
+    def body(kind: str) -> str:  # as a mail client shows it: its own line ends
+        return parsed.get_body((kind,)).get_content().replace("\r\n", "\n")
+
+    assert body("plain") == text
+    assert body("html").strip() == "<p>Grüße, Zoë</p>"
+    assert message.envelope() == ("noreply@example.com", ["vera@example.com"])

@@ -23,7 +23,7 @@ class FileMailer(Mailer):
         return self.config.mail_dir
 
     def send(self, message: Message) -> None:
-        data = message.to_email().as_bytes()
+        data = message.to_bytes()
         name = f"{clock.now():%Y%m%dT%H%M%S}-{file_stem(message.message_id)}.eml"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

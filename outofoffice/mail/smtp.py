@@ -42,7 +42,7 @@ class SMTPMailer(Mailer):
 
     def _send(self, client: smtplib.SMTP, message: Message) -> None:
         try:
-            client.send_message(message.to_email())
+            client.sendmail(*message.envelope(), message.to_bytes())
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             raise MailError(
