@@ -9,6 +9,7 @@ also means the relay answers) closes it, and the outbox makes the whole backlog 
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 
 from outofoffice import clock
@@ -19,8 +20,8 @@ SLACK = timedelta(milliseconds=500)  # a poll that comes a little early still pr
 
 
 class Breaker:
-    """One per mailer and process (the instance holds it); one delivery pass runs at a
-    time (the scheduler's job runs alone), so it needs no lock."""
+    """One per mailer and process (the instance holds it). One delivery pass runs at a
+    time, but its senders run side by side: what they report is counted under a lock."""
 
     def __init__(self, open_after: int | None = OPEN_AFTER, probe_every: timedelta = PROBE_EVERY):
         """``open_after`` None: never opens (each webhook endpoint fails on its own)."""
@@ -33,6 +34,7 @@ class Breaker:
         self.heard = False  # the relay answered this process at least once
         self.told: str | None = None  # what this process last told the installation
         self._next_probe: datetime | None = None
+        self._lock = threading.Lock()
 
     def allowance(self, batch: int) -> int:
         """How many emails this pass may try: a batch while closed; open, one probe
@@ -47,6 +49,10 @@ class Breaker:
 
     def failed(self) -> bool:
         """A try that may work later failed; True when this one opens it."""
+        with self._lock:
+            return self._failed()
+
+    def _failed(self) -> bool:
         if self.failures == 0:
             self.failing_since = clock.now()
         self.failures += 1
@@ -58,6 +64,10 @@ class Breaker:
 
     def answered(self) -> None:
         """The relay answered: it took the email, or refused it for good."""
+        with self._lock:
+            self._answered()
+
+    def _answered(self) -> None:
         self.recovered = self.recovered or self.is_open
         self.heard = True
         self.failures, self.is_open = 0, False

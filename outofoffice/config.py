@@ -446,6 +446,16 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
                 choices=("starttls", "ssl", "none"),
             ),
             Key("timeout", int, 10, "Seconds to wait for the server.", minimum=1, maximum=300),
+            Key(
+                "connections",
+                int,
+                4,
+                "SMTP connections open at once: emails go out side by side, so one the "
+                "server is slow to take holds back no other; each is kept open while "
+                "mail flows and closed after 30 s unused.",
+                minimum=1,
+                maximum=32,
+            ),
         ),
     ),
     "mail.resend": (

@@ -558,12 +558,12 @@ def _offer_reaches(d: Dispatch, row: OutboxMessage) -> bool:
 
 
 def deliver_outbox(
-    instance: Instance, sessions: dict | None = None, channels: list[str] | None = None
+    instance: Instance, senders: dict | None = None, channels: list[str] | None = None
 ) -> dict[str, int]:
     """The scheduler's delivery pass (and the tests'): send what is due on every
-    channel (or those of ``channels``), through ``sessions`` (open sessions by channel)
-    or sessions of their own; the counts summed over the channels, and ``most``: the
-    most one channel tried."""
+    channel (or those of ``channels``), through ``senders`` (each channel's kept
+    sessions) or senders of the pass alone; the counts summed over the channels, and
+    ``most``: the most one channel tried."""
     counts = {"sent": 0, "retry": 0, "dead": 0, "released": 0}
     most = 0
     hooks = DispatchHooks(instance)
@@ -577,7 +577,7 @@ def deliver_outbox(
             hooks,
             lease=lease,
             state=instance.deliveries[channel],
-            session=(sessions or {}).get(channel),
+            senders=(senders or {}).get(channel),
         )
         counts = {kind: counts[kind] + got[kind] for kind in counts}
         most = max(most, got["sent"] + got["retry"] + got["dead"])

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import threading
 import uuid
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -29,6 +29,7 @@ from outofoffice.channels.base import CHANNELS, Deliverer, DeliveryError, Receip
 from outofoffice.keys import Keys
 from outofoffice.mail.message import header_safe, is_address
 from outofoffice.models import Account, OutboxMessage, Setting
+from outofoffice.senders import Senders
 
 log = logging.getLogger(__name__)
 
@@ -350,11 +351,12 @@ def deliver_due(
     limit: int = BATCH,
     lease: timedelta = timedelta(seconds=120),
     state: Delivery | None = None,
-    session: Deliverer | None = None,
+    senders: Senders | None = None,
 ) -> dict[str, int]:
-    """Send what is due on the deliverer's channel, through ``session`` (an open
-    session of it) or a session of its own; counts of sent, retried and dead-lettered
-    rows, and of rows made due at once because the provider answers again ("released").
+    """Send what is due on the deliverer's channel, through ``senders`` (the channel's
+    kept sessions, several at once) or senders of this pass alone; counts of sent,
+    retried and dead-lettered rows, and of rows made due at once because the provider
+    answers again ("released").
 
     The database may refuse a write (a full disk, a lock held too long): then the pass
     stops, since every further send would be one more whose outcome is lost. A message
@@ -386,26 +388,35 @@ def deliver_due(
             channel,
             ", ".join(f"#{n}" for n in again),
         )
-    with _session(deliverer, session) as open_session:
-        while due and not (breaker.is_open and counts["retry"]):  # opened: one probe
-            row = due.pop(0)
-            try:
-                outcome = send_claimed(
-                    row, claim, lease, deliverer, keys, hooks, breaker, open_session
-                )
-            except Unrecorded as refused:
-                if refused.sent:
+    tally = threading.Lock()  # the senders run side by side
+
+    def send(row: OutboxMessage, session: Deliverer) -> bool:
+        try:
+            outcome = send_claimed(row, claim, lease, deliverer, keys, hooks, breaker, session)
+        except Unrecorded as refused:
+            if refused.sent:
+                with tally:
                     state.sent[row.id] = row
-                break
+            return False
+        with tally:
             if outcome:
                 counts[outcome] += 1
-    if due and not _release([r.id for r in due], claim):
-        state.unclaimed.append((claim, [r.id for r in due]))
+            return not (breaker.is_open and counts["retry"])  # opened: this was the probe
+
+    own = senders is None
+    senders = senders or Senders(deliverer, keep=False)
+    try:
+        untried = senders.run(due, send)
+    finally:
+        if own:
+            senders.close()
+    if untried and not _release([r.id for r in untried], claim):
+        state.unclaimed.append((claim, [r.id for r in untried]))
     _tell(channel, breaker)
     if breaker.recovered:  # the probe got through: a whole batch now, not at the next poll
         breaker.recovered = False
         counts["released"] = _release_backlog(channel)
-        more = deliver_due(deliverer, keys, hooks, limit, lease, state, session)
+        more = deliver_due(deliverer, keys, hooks, limit, lease, state, senders)
         counts = {kind: counts[kind] + more[kind] for kind in counts}
     return counts
 
@@ -414,10 +425,6 @@ def more_due(counts: dict[str, int]) -> bool:
     """After a pass over the channels: go again at once? When a channel filled its batch
     (more may be due) or a backlog was just released."""
     return bool(counts["released"]) or counts["most"] >= BATCH
-
-
-def _session(deliverer: Deliverer, session: Deliverer | None):
-    return nullcontext(session) if session is not None else deliverer.session()
 
 
 def _tell(channel: str, breaker: Breaker) -> None:

@@ -13,7 +13,6 @@ import fcntl
 import logging
 import os
 import threading
-from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from outofoffice import db, dispatch, heartbeat, notify, outbox, retention
 from outofoffice.config import Config
 from outofoffice.instance import Instance
+from outofoffice.senders import Senders
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,8 @@ class Scheduler:
             self._listener = None
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
+        for job in self._jobs:
+            job.close()
         _running.pop(self.lock_path, None)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -187,6 +189,7 @@ class DeliveryJob:
         self.channels = channels
         self._wanted = threading.Event()
         self._delivering = threading.Event()  # a pass runs: a wake sets the flag only
+        self.senders: dict[str, Senders] = {}  # each channel's kept sessions
 
     def wake(self) -> None:
         """A wake that comes while the job runs is not lost: the running job sees the
@@ -197,8 +200,9 @@ class DeliveryJob:
             background.modify_job(self.job_id, next_run_time=datetime.now(UTC))
 
     def run(self) -> None:
-        """Passes of a few rows each until nothing is due and nothing new came in; one
-        session per channel (an SMTP connection) serves the whole run. Wakes meanwhile
+        """Passes of a few rows each until nothing is due and nothing new came in; each
+        channel's senders (SMTP connections) stay open for the next run while mail
+        flows, and close once unused for a while. Wakes meanwhile
         only set the flag (asking APScheduler to start a running job again would log a
         warning per wake); one that came as the run ended makes it go again."""
         while True:
@@ -212,13 +216,22 @@ class DeliveryJob:
 
     def _deliver_until_done(self) -> None:
         instance = self.scheduler.instance
-        deliverers = {c: d for c, d in instance.deliverers.items() if c in self.channels}
-        with ExitStack() as stack, db.connection():
-            sessions = {c: stack.enter_context(d.session()) for c, d in deliverers.items()}
+        for channel, deliverer in instance.deliverers.items():
+            if channel in self.channels and channel not in self.senders:
+                self.senders[channel] = Senders(deliverer)
+        with db.connection():
             while True:
                 self._wanted.clear()
-                counts = dispatch.deliver_outbox(instance, sessions, self.channels)
+                counts = dispatch.deliver_outbox(instance, self.senders, self.channels)
                 if done := {k: v for k, v in counts.items() if v and k != "most"}:
                     log.info("%s: %s", self.job_id, ", ".join(f"{k} {v}" for k, v in done.items()))
                 if not (self._wanted.is_set() or outbox.more_due(counts)):
-                    return
+                    break
+        for senders in self.senders.values():
+            senders.close_idle()
+
+    def close(self) -> None:
+        """Close the kept sessions (the scheduler stops)."""
+        for senders in self.senders.values():
+            senders.close()
+        self.senders.clear()

@@ -23,9 +23,17 @@ class _Handler:
     def __init__(self, sink: SMTPSink):
         self.sink = sink
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        with self.sink.lock:
+            self.sink.greetings += 1  # one per connection a client opened
+        return responses
+
     async def handle_DATA(self, server, session, envelope):
-        if self.sink.delay:  # a slow relay: each message takes this long to accept
-            await asyncio.sleep(self.sink.delay)
+        # a slow relay: each message (or those to one address) takes this long to accept
+        delay = max([self.sink.slow.get(r, 0.0) for r in envelope.rcpt_tos] + [self.sink.delay])
+        if delay:
+            await asyncio.sleep(delay)
         if self.sink.refuse:
             return self.sink.refuse
         message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
@@ -44,6 +52,8 @@ class SMTPSink:
         self.lock = threading.Lock()
         self.refuse = ""  # e.g. "451 try later" or "550 no such user"
         self.delay = 0.0
+        self.slow: dict[str, float] = {}  # recipient -> seconds its message takes to accept
+        self.greetings = 0  # EHLOs: the connections clients opened
         self.on_message = None  # called with each message just before it is accepted
         self.port = port or free_port()
         kwargs = {}

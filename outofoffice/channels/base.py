@@ -53,6 +53,9 @@ class Deliverer(ABC):
     # Failures in a row mean the provider is down, so a circuit breaker holds the rest
     # back; False where each row goes somewhere of its own (webhook endpoints).
     one_provider = True
+    # Messages of one pass sent side by side (outofoffice.senders), each sender with a
+    # session of its own.
+    parallel = 1
 
     def __init__(self, config: Config):
         self.config = config

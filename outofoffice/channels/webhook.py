@@ -170,6 +170,7 @@ class WebhookDeliverer(Deliverer):
     channel = "webhook"
     name = "webhook"
     one_provider = False  # each endpoint is somewhere of its own
+    parallel = 4  # an endpoint near its deadline holds back no other
     deadline = DEADLINE  # seconds a send may take in all
 
     def compose(self, row: OutboxMessage, keys: Keys) -> WebhookRequest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +14,10 @@ from outofoffice.mail.message import Message
 
 class SMTPMailer(Mailer):
     name = "smtp"
+
+    @property
+    def parallel(self) -> int:
+        return self.config.mail.smtp.connections
 
     def _connect(self) -> smtplib.SMTP:
         opts = self.config.mail.smtp
@@ -69,17 +74,32 @@ class SMTPMailer(Mailer):
 
 
 class _Session:
-    """One SMTP connection for a delivery pass: opened on the first message, reused,
-    dropped after any failure so the next message starts clean."""
+    """One SMTP connection: opened on the first message, reused for the next ones (the
+    scheduler keeps it between passes), dropped after any failure so the next message
+    starts clean. One unused for a while is asked NOOP first: a relay may have closed
+    it meanwhile, and that must cost a reconnect, not a failed try."""
+
+    CHECK_AFTER = 5.0  # seconds unused
 
     def __init__(self, mailer: SMTPMailer):
         self.mailer = mailer
         self.client: smtplib.SMTP | None = None
+        self.used_at = 0.0
+
+    def _alive(self) -> bool:
+        try:
+            return self.client.noop()[0] == 250
+        except (OSError, smtplib.SMTPException):
+            return False
 
     def send(self, message: Message) -> None:
         try:
+            idle = time.monotonic() - self.used_at > self.CHECK_AFTER
+            if self.client is not None and idle and not self._alive():
+                self.close()
             if self.client is None:
                 self.client = self.mailer._connect()
+            self.used_at = time.monotonic()
             self.mailer._send(self.client, message)
         except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
             self.close()
