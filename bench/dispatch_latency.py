@@ -188,6 +188,8 @@ def main() -> None:
     while len(accepted) < total - len(failures) and time.monotonic() < deadline:
         time.sleep(0.05)
     cpu = sum(cpu_seconds(p.pid) for p in processes)
+    sink_cpu = cpu_seconds(sink.pid)
+    callers_cpu = cpu_seconds(os.getpid())
     for process in processes:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -215,6 +217,10 @@ def main() -> None:
         f"HTTP submit (ms):     p50 {p50:.0f}  p95 {p95:.0f}  p99 {p99:.0f}  mean {statistics.mean(web):.0f}"
     )
     print(f"server CPU:           {cpu / total * 1000:.1f} ms per dispatch (web and email)")
+    print(
+        f"beside it:            SMTP server {sink_cpu / total * 1000:.1f} ms, callers "
+        f"{callers_cpu / total * 1000:.1f} ms per dispatch (the same {os.cpu_count()} cores)"
+    )
     mode = "serve --no-scheduler + worker" if args.split else "serve (web and scheduler)"
     print(f"setup:                {mode}, {args.threads} threads")
     print(f"machine:              {os.cpu_count()} cores, Python {sys.version.split()[0]}")

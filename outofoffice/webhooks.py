@@ -406,6 +406,11 @@ def _enqueue(instance: Instance, endpoint: WebhookEndpoint, body: dict, d: Dispa
     )
 
 
+ACTIVE_ENDPOINTS = (
+    'SELECT * FROM "webhook_endpoint" WHERE "account_id" = ? AND "active" ORDER BY "id"'
+)
+
+
 def queue_event(
     instance: Instance, d: Dispatch, event_type: str, at: datetime | None = None
 ) -> list[OutboxMessage]:
@@ -413,9 +418,8 @@ def queue_event(
     the account that subscribed to ``event_type``. Call outbox.wake() after the commit."""
     if event_type not in EVENTS:
         raise ValueError(f"not a webhook event: {event_type!r}")
-    subscribed = [
-        e for e in endpoints(d.account, active_only=True) if event_type in (e.events or [])
-    ]
+    active = WebhookEndpoint.raw(db.sql(ACTIVE_ENDPOINTS), d.account_id)  # every change runs it
+    subscribed = [e for e in active if event_type in (e.events or [])]
     if not subscribed:
         return []
     body = payload(instance, d, event_type, at or clock.now())
