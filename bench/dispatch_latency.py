@@ -56,6 +56,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """The CPU time of a process and of the processes it started (serve's other web
+    processes), while they run."""
+    children = [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+    return cpu_seconds(pid) + sum(tree_cpu_seconds(child) for child in children)
+
+
 def read_sink(sink: subprocess.Popen, accepted: dict[int, float]) -> None:
     for line in sink.stdout:
         tag, _, at = line.strip().partition(" ")
@@ -103,6 +114,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20, help="how long to send")
     parser.add_argument("--threads", type=int, default=8, help="server threads")
     parser.add_argument(
+        "--processes", type=int, default=1, help="[server] processes: web processes of serve"
+    )
+    parser.add_argument(
         "--split",
         action="store_true",
         help="serve --no-scheduler plus a separate `outofoffice worker` process",
@@ -112,7 +126,9 @@ def main() -> None:
     smtp_port, port = free_port(), free_port()
     sink, accepted = start_sink(smtp_port)
     workdir = Path(tempfile.mkdtemp(prefix="oop-bench-"))
-    config = demo_installation(workdir, port, smtp_port, args.threads)
+    config = demo_installation(
+        workdir, port, smtp_port, args.threads, f"processes = {args.processes}\n"
+    )
     command = [sys.executable, "-m", "outofoffice", "--config", str(config)]
     processes = [
         subprocess.Popen(
@@ -187,7 +203,7 @@ def main() -> None:
     deadline = time.monotonic() + 60
     while len(accepted) < total - len(failures) and time.monotonic() < deadline:
         time.sleep(0.05)
-    cpu = sum(cpu_seconds(p.pid) for p in processes)
+    cpu = sum(tree_cpu_seconds(p.pid) for p in processes)
     sink_cpu = cpu_seconds(sink.pid)
     callers_cpu = cpu_seconds(os.getpid())
     for process in processes:

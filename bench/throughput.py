@@ -82,11 +82,17 @@ def post_script(workdir: Path, name: str, path: str, fields: dict[str, str]) -> 
     return script
 
 
-def start_product(workdir: Path, threads: int) -> tuple[list[subprocess.Popen], int, dict]:
+def start_product(
+    workdir: Path, threads: int, processes: int = 1
+) -> tuple[list[subprocess.Popen], int, dict]:
     smtp_port, port = free_port(), free_port()
     sink, _ = start_sink(smtp_port)
     config = demo_installation(
-        workdir, port, smtp_port, threads, "connections_per_address = 1000\n"
+        workdir,
+        port,
+        smtp_port,
+        threads,
+        f"connections_per_address = 1000\nprocesses = {processes}\n",
     )
     serve = subprocess.Popen(
         [sys.executable, "-m", "outofoffice", "--config", str(config), "serve"],
@@ -130,12 +136,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=8, help="server threads, both apps")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="[server] processes of the product's serve"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt install wrk")
 
     workdir = Path(tempfile.mkdtemp(prefix="oop-throughput-"))
-    product, port, fields = start_product(workdir, args.threads)
+    product, port, fields = start_product(workdir, args.threads, args.processes)
     bare, bare_port = start_bare(workdir, args.threads)
     dispatch_post = post_script(workdir, "dispatch", "/r/bench-firm", fields)
     insert_post = post_script(workdir, "insert", "/insert", {"description": "row PHONE"})
@@ -154,7 +163,7 @@ def main() -> None:
     seconds, connections = args.seconds, args.connections
     print(
         f"{args.rounds} rounds, {seconds:g} s each, {connections} connections, "
-        f"{args.threads} server threads"
+        f"{args.threads} server threads, {args.processes} product process(es)"
     )
     try:
         for round_number in range(1, args.rounds + 1):

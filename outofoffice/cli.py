@@ -132,8 +132,17 @@ def init(state: State, data_dir: str | None, base_url: str | None) -> None:
 @click.option("--host", help="Listen address (default: [server] host).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default: [server] port).")
 @click.option("--no-scheduler", is_flag=True, help="Serve only; run `outofoffice worker` too.")
+@click.option("--listen-fd", type=int, hidden=True)  # a web process another serve started
+@click.option("--parent-fd", type=int, hidden=True)
 @pass_state
-def serve(state: State, host: str | None, port: int | None, no_scheduler: bool) -> None:
+def serve(
+    state: State,
+    host: str | None,
+    port: int | None,
+    no_scheduler: bool,
+    listen_fd: int | None,
+    parent_fd: int | None,
+) -> None:
     """Serve the web app (and, unless told not to, deliver email and run timers)."""
     from outofoffice.scheduler import SchedulerLocked
     from outofoffice.server import serve as run_server
@@ -148,7 +157,7 @@ def serve(state: State, host: str | None, port: int | None, no_scheduler: bool) 
         raise click.ClickException(f"--host: {exc}") from None
     inst = state.instance(migrate=True, create=True)
     try:
-        run_server(inst, host, port, with_scheduler=not no_scheduler)
+        run_server(inst, host, port, not no_scheduler, listen_fd, parent_fd)
     except SchedulerLocked as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

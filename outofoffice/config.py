@@ -205,6 +205,16 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
             Key("port", int, 8080, "Port to listen on.", minimum=1, maximum=65535),
             Key("threads", int, 8, "Worker threads serving requests.", minimum=1, maximum=256),
             Key(
+                "processes",
+                int,
+                1,
+                "Web processes `serve` runs on this machine, sharing its listening socket "
+                "(one of them also runs the scheduler); 0: one per CPU core. More than one "
+                "lets a busy installation use every core.",
+                minimum=0,
+                maximum=64,
+            ),
+            Key(
                 "trusted_proxy",
                 str,
                 "",

@@ -298,25 +298,33 @@ class LimitedServer(TcpWSGIServer):
 
 
 def create_server(application, per_address: int, exempt: Iterable[str] = (), **options):
-    """waitress.create_server's TCP part with LimitedServer; options are waitress's."""
+    """waitress.create_server's TCP part with LimitedServer; options are waitress's
+    (``sockets``: listening sockets made already, as another process made them)."""
     adj = Adjustments(**options)
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.queue_logger = QueueDepthLog()
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict = {}
-    addresses = AddressCounts(per_address, exempt)
-    refusals = RefusalLog(per_address)
+    limits = {
+        "dispatcher": dispatcher,
+        "adj": adj,
+        "addresses": AddressCounts(per_address, exempt),
+        "refusals": RefusalLog(per_address),
+    }
     servers = [
+        LimitedServer(application, socket_map, sockinfo=sockinfo, **limits)
+        for sockinfo in ([] if adj.sockets else adj.listen)
+    ] + [
         LimitedServer(
             application,
             socket_map,
-            dispatcher=dispatcher,
-            adj=adj,
-            sockinfo=sockinfo,
-            addresses=addresses,
-            refusals=refusals,
+            True,
+            sock,
+            sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()),
+            bind_socket=False,
+            **limits,
         )
-        for sockinfo in adj.listen
+        for sock in adj.sockets
     ]
     if len(servers) == 1:
         return servers[0]

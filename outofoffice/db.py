@@ -8,6 +8,7 @@ cannot be made (the write lock held too long, a full or failing disk) ends in
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -69,6 +70,65 @@ class Unavailable(peewee.OperationalError):
 STUCK_SECONDS = 0.5  # a write queued longer than this: the writes ahead are stuck
 
 
+class WriterLock:
+    """The write lock every process on one SQLite file takes before SQLite's own: a
+    flock on a file beside the database. A writer of another process waits for it in
+    the kernel and goes the moment it is let go, instead of in SQLite's busy handler,
+    which retries in sleeps of up to 100 ms (with two busy processes, most of a write's
+    time). The kernel lets go of it when its process dies."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._held: int | None = None  # the descriptor that holds it while a write runs
+
+    def acquire(self, timeout: float) -> bool:
+        """False when it was not free within ``timeout`` seconds."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not self._wait(fd, timeout):
+                return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._held = fd
+        return True
+
+    @staticmethod
+    def _wait(fd: int, timeout: float) -> bool:
+        """Wait in the kernel's queue, on a thread of its own so the wait can end: a
+        waiter that comes too late lets go at once (closing its descriptor does)."""
+        got, guard = threading.Event(), threading.Lock()
+        gave_up = []
+
+        def wait() -> None:
+            taken = False
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                taken = True
+            finally:
+                with guard:
+                    if gave_up or not taken:
+                        os.close(fd)
+                    else:
+                        got.set()
+
+        threading.Thread(target=wait, name="sqlite-writer-lock", daemon=True).start()
+        if got.wait(timeout):
+            return True
+        with guard:
+            if got.is_set():
+                return True
+            gave_up.append(True)
+        return False
+
+    def release(self) -> None:
+        fd, self._held = self._held, None
+        if fd is not None:
+            os.close(fd)
+
+
 class WriteQueue:
     """The writers of one process on one SQLite database: one at a time (SQLite has one
     writer, and its busy handler polls in sleeps of up to 100 ms, so threads queue on a
@@ -78,8 +138,9 @@ class WriteQueue:
     holds the write lock), it is refused at once, so the other request threads stay
     free for pages that only read."""
 
-    def __init__(self, wait: float, room: int):
+    def __init__(self, wait: float, room: int, across: WriterLock | None = None):
         self.wait, self.room = wait, room
+        self.across = across  # the other processes' writers (SQLite)
         self._turn = threading.Lock()
         self._room = threading.Condition()
         self._inside: dict[object, float] = {}  # each write waiting or writing: since when
@@ -94,9 +155,18 @@ class WriteQueue:
             if not self._turn.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 raise Unavailable(self._queued())
             try:
-                if deadline - time.monotonic() < 0.01:
-                    raise Unavailable(self._queued())
-                yield deadline
+                if self.across and not self.across.acquire(deadline - time.monotonic()):
+                    raise Unavailable(
+                        f"another process of this installation held the database's write "
+                        f"lock for {self.wait:g} s ([storage] write_wait_seconds)"
+                    )
+                try:
+                    if deadline - time.monotonic() < 0.01:
+                        raise Unavailable(self._queued())
+                    yield deadline
+                finally:
+                    if self.across:
+                        self.across.release()
             finally:
                 self._turn.release()
         finally:
@@ -201,7 +271,8 @@ def connect(config: Config) -> peewee.Database:
         real = _postgresql(config)
     else:
         raise DatabaseError(f"unsupported database URL {config.database_display!r}")
-    real.writes = WriteQueue(wait, max(1, config.server.threads - 2))
+    across = WriterLock(Path(real.database + "-writer.lock")) if url.startswith("sqlite") else None
+    real.writes = WriteQueue(wait, max(1, config.server.threads - 2), across)
     return real
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
 
-from outofoffice import connections, traffic
+from outofoffice import connections, traffic, web_processes
 from outofoffice.config import is_loopback
 from outofoffice.heartbeat import Heartbeat
 from outofoffice.instance import Instance
@@ -22,14 +23,14 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def make_server(instance: Instance, host: str, port: int):
-    """waitress on host:port with [server]'s limits: connections in all and per client
-    address, how long one may idle or take to send its request (outofoffice.connections)."""
+def make_server(instance: Instance, host: str, port: int, sock: socket.socket | None = None):
+    """waitress on host:port (or on ``sock``, made already) with [server]'s limits:
+    connections in all and per client address, how long one may idle or take to send
+    its request (outofoffice.connections)."""
     config = instance.config
     settings = config.server
     options = {
-        "host": host,
-        "port": port,
+        **({"sockets": [sock]} if sock else {"host": host, "port": port}),
         "threads": settings.threads,
         "ident": "outofoffice",
         # the app answers 64 KiB to 1 MiB with its own 413 page; beyond, waitress stops it
@@ -55,9 +56,28 @@ def make_server(instance: Instance, host: str, port: int):
     )
 
 
-def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True) -> None:
-    """Run until SIGINT or SIGTERM."""
-    server = make_server(instance, host, port)
+def serve(
+    instance: Instance,
+    host: str,
+    port: int,
+    with_scheduler: bool = True,
+    listen_fd: int | None = None,
+    parent_fd: int | None = None,
+) -> None:
+    """Run until SIGINT or SIGTERM, with [server] processes - 1 more web processes on
+    the same socket; ``listen_fd``: be one of those, on the socket another serve made."""
+    others = None
+    if listen_fd is not None:
+        sock = socket.socket(fileno=listen_fd)
+        if parent_fd is not None:
+            web_processes.stop_with_parent(parent_fd)
+    elif web_processes.wanted(instance.config) > 1:
+        sock = web_processes.listening_socket(host, port)
+        count = web_processes.wanted(instance.config) - 1
+        others = web_processes.WebProcesses(instance.config, host, port, sock, count)
+    else:
+        sock = None
+    server = make_server(instance, host, port, sock)
     scheduler = Scheduler(instance) if with_scheduler else None
     if scheduler:
         try:
@@ -65,20 +85,25 @@ def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True)
         except Exception:
             server.close()
             raise
-    if not instance.config.https and not is_loopback(host):
+    if others:
+        others.start()
+    if listen_fd is None and not instance.config.https and not is_loopback(host):
         log.warning(
             "listening on %s with an http:// base_url: sign-in links and cookies travel "
             "unencrypted unless a TLS proxy sits in front; set [server] base_url to https://",
             host,
         )
-    if instance.config.mail.backend == "console":
+    if listen_fd is None and instance.config.mail.backend == "console":
         log.warning(
             'mail goes to this log ([mail] backend = "console"), sign-in links included; '
             "choose smtp or resend for real use"
         )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)
-    log.info("serving on http://%s:%s (public address %s)", host, port, instance.config.base_url)
+    if listen_fd is None:
+        log.info(
+            "serving on http://%s:%s (public address %s)", host, port, instance.config.base_url
+        )
     counts = traffic.Flusher(instance.traffic)
     counts.start()
     # where this process serves: commands beside it print links there (base_url left out)
@@ -89,6 +114,8 @@ def serve(instance: Instance, host: str, port: int, with_scheduler: bool = True)
             server.run()
     finally:
         log.info("shutting down")
+        if others:
+            others.stop()
         server.close()
         counts.stop()
         if scheduler:

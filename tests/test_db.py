@@ -1,5 +1,9 @@
 """The database: SQLite settings that keep queued email through a power cut, migrations."""
 
+import subprocess
+import sys
+import threading
+
 import pytest
 
 from outofoffice import db, migrations, models
@@ -116,3 +120,50 @@ def test_the_postgresql_password_comes_from_password_file(tmp_path, postgres_clu
     finally:
         db.close_all()
         postgres_cluster.drop_database(name)
+
+
+@pytest.mark.sqlite_only
+def test_a_write_waits_for_another_process_s_writer_and_goes_once_it_lets_go(make_instance):
+    """Every process on one SQLite file queues for a lock beside it: while another
+    process holds it a write waits (and is refused after write_wait_seconds, naming
+    why); once it is let go, the write that waited goes."""
+    make_instance(storage={"write_wait_seconds": 1})
+    lock_file = db.database.obj.writes.across.path
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock_file)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = pytest.raises(db.Unavailable, match="another process of this installation")
+        with db.connection(), refused, db.write():
+            models.Setting.create(name="refused", value="")
+        done = []
+
+        def write() -> None:
+            with db.connection(), db.write():
+                models.Setting.create(name="waited", value="")
+            done.append(True)
+
+        waiting = threading.Thread(target=write)
+        waiting.start()
+        holder.stdin.close()  # the other process lets go
+        waiting.join(timeout=5)
+        assert done == [True]
+    finally:
+        holder.kill()
+        holder.wait()
+    with db.connection():
+        assert models.Setting.get_or_none(models.Setting.name == "waited") is not None
+        assert models.Setting.get_or_none(models.Setting.name == "refused") is None
+
+
+HOLD_LOCK = """
+import fcntl, sys
+f = open(sys.argv[1], "a")
+fcntl.flock(f, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
