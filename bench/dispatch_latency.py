@@ -5,6 +5,7 @@ SMTP server (aiosmtpd) in this process, and a sample firm; then submits requests
 steady rate and prints throughput and latency percentiles.
 
     python bench/dispatch_latency.py --rate 50 --seconds 20
+    python bench/dispatch_latency.py --find-max --rate 60 --seconds 10
 
 Needs the test extras (aiosmtpd). Only loopback traffic; bounded in count and time.
 """
@@ -15,6 +16,7 @@ import argparse
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -25,6 +27,7 @@ import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -108,21 +111,42 @@ def start_sink(port: int) -> tuple[subprocess.Popen, dict[int, float]]:
     return sink, accepted
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rate", type=float, default=50, help="dispatches per second")
-    parser.add_argument("--seconds", type=float, default=20, help="how long to send")
-    parser.add_argument("--threads", type=int, default=8, help="server threads")
-    parser.add_argument(
-        "--processes", type=int, default=1, help="[server] processes: web processes of serve"
-    )
-    parser.add_argument(
-        "--split",
-        action="store_true",
-        help="serve --no-scheduler plus a separate `outofoffice worker` process",
-    )
-    args = parser.parse_args()
+@dataclass
+class Run:
+    """What one run at one rate measured."""
 
+    rate: float
+    sent: int
+    achieved: float  # the submit rate the callers managed
+    failed: int
+    latencies: list[float]  # ms, submit -> the SMTP server accepting the vendor email
+    delivered_rate: float
+    http_ms: list[float]
+    server_cpu_ms: float  # per dispatch
+    sink_cpu_ms: float
+    callers_cpu_ms: float
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.latencies, 99) if self.latencies else float("inf")
+
+    @property
+    def holds(self) -> bool:
+        """Every vendor email arrived, the callers kept the rate, and the p99 is under
+        TARGET_P99_MS."""
+        return (
+            not self.failed
+            and len(self.latencies) == self.sent
+            and self.achieved >= 0.95 * self.rate
+            and self.p99 < TARGET_P99_MS
+        )
+
+
+TARGET_P99_MS = 300
+
+
+def measure(args: argparse.Namespace, rate: float) -> Run:
+    """A fresh installation, callers at ``rate`` for ``args.seconds``, then stop."""
     smtp_port, port = free_port(), free_port()
     sink, accepted = start_sink(smtp_port)
     workdir = Path(tempfile.mkdtemp(prefix="oop-bench-"))
@@ -158,11 +182,15 @@ def main() -> None:
     category = re.search(r'name="category" value="(\d+)"', page).group(1)
     token = re.search(r'name="form_token" value="([^"]+)"', page).group(1)  # lasts hours
 
-    total = int(args.rate * args.seconds)
+    total = int(rate * args.seconds)
     sent_at: dict[int, float] = {}
     http_times: list[float] = []
     failures: list[int] = []
     local = threading.local()
+    # CPU from here on: the start-up is not the dispatches'
+    callers_before = cpu_seconds(os.getpid())
+    server_before = sum(tree_cpu_seconds(p.pid) for p in processes)
+    sink_before = cpu_seconds(sink.pid)
 
     def submit(n: int) -> None:
         """One caller's POST, on a kept-alive connection; the 303 is not followed."""
@@ -195,7 +223,7 @@ def main() -> None:
     began = time.perf_counter()
     with ThreadPoolExecutor(max_workers=16) as pool:
         for n in range(total):
-            delay = began + n / args.rate - time.perf_counter()
+            delay = began + n / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
             pool.submit(submit, n)
@@ -203,43 +231,114 @@ def main() -> None:
     deadline = time.monotonic() + 60
     while len(accepted) < total - len(failures) and time.monotonic() < deadline:
         time.sleep(0.05)
-    cpu = sum(tree_cpu_seconds(p.pid) for p in processes)
-    sink_cpu = cpu_seconds(sink.pid)
-    callers_cpu = cpu_seconds(os.getpid())
+    cpu = sum(tree_cpu_seconds(p.pid) for p in processes) - server_before
+    sink_cpu = cpu_seconds(sink.pid) - sink_before
+    callers_cpu = cpu_seconds(os.getpid()) - callers_before
     for process in processes:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
     sink.terminate()
+    sink.wait(timeout=30)
+    shutil.rmtree(workdir, ignore_errors=True)
 
     latencies = [(accepted[n] - sent_at[n]) * 1000 for n in accepted if n in sent_at]
     first = min(sent_at.values())
     span = max(accepted.values(), default=first) - first
+    return Run(
+        rate=rate,
+        sent=total,
+        achieved=total / submit_seconds,
+        failed=len(failures),
+        latencies=latencies,
+        delivered_rate=len(latencies) / span if span else 0.0,
+        http_ms=[x * 1000 for x in http_times],
+        server_cpu_ms=cpu / total * 1000,
+        sink_cpu_ms=sink_cpu / total * 1000,
+        callers_cpu_ms=callers_cpu / total * 1000,
+    )
+
+
+def report(run: Run, args: argparse.Namespace) -> None:
     print(
-        f"dispatches sent:      {total} at {args.rate:g}/s for {args.seconds:g} s "
-        f"({total / submit_seconds:.1f}/s achieved), refused or failed {len(failures)}"
+        f"dispatches sent:      {run.sent} at {run.rate:g}/s for {args.seconds:g} s "
+        f"({run.achieved:.1f}/s achieved), refused or failed {run.failed}"
     )
     print(
-        f"vendor emails:        {len(latencies)} accepted by the SMTP server "
-        f"({len(latencies) / span if span else 0:.1f}/s end to end)"
+        f"vendor emails:        {len(run.latencies)} accepted by the SMTP server "
+        f"({run.delivered_rate:.1f}/s end to end)"
     )
-    if latencies:
-        p50, p95, p99 = (percentile(latencies, p) for p in (50, 95, 99))
+    if run.latencies:
+        p50, p95, p99 = (percentile(run.latencies, p) for p in (50, 95, 99))
         print(
-            f"submit -> SMTP (ms):  p50 {p50:.0f}  p95 {p95:.0f}  p99 {p99:.0f}  max {max(latencies):.0f}"
+            f"submit -> SMTP (ms):  p50 {p50:.0f}  p95 {p95:.0f}  p99 {p99:.0f}  "
+            f"max {max(run.latencies):.0f}"
         )
-    web = [x * 1000 for x in http_times]
-    p50, p95, p99 = (percentile(web, p) for p in (50, 95, 99))
+    p50, p95, p99 = (percentile(run.http_ms, p) for p in (50, 95, 99))
     print(
-        f"HTTP submit (ms):     p50 {p50:.0f}  p95 {p95:.0f}  p99 {p99:.0f}  mean {statistics.mean(web):.0f}"
+        f"HTTP submit (ms):     p50 {p50:.0f}  p95 {p95:.0f}  p99 {p99:.0f}  "
+        f"mean {statistics.mean(run.http_ms):.0f}"
     )
-    print(f"server CPU:           {cpu / total * 1000:.1f} ms per dispatch (web and email)")
+    print(f"server CPU:           {run.server_cpu_ms:.1f} ms per dispatch (web and email)")
     print(
-        f"beside it:            SMTP server {sink_cpu / total * 1000:.1f} ms, callers "
-        f"{callers_cpu / total * 1000:.1f} ms per dispatch (the same {os.cpu_count()} cores)"
+        f"beside it:            SMTP server {run.sink_cpu_ms:.1f} ms, callers "
+        f"{run.callers_cpu_ms:.1f} ms per dispatch (the same {os.cpu_count()} cores)"
     )
+
+
+def find_max(args: argparse.Namespace) -> None:
+    """The highest rate that holds (every vendor email, p99 under TARGET_P99_MS): up in
+    steps of ``--step`` from ``--rate`` until one fails, then halving the gap."""
+    held, failed = 0.0, None
+    rate = args.rate
+    while failed is None or failed - held > args.resolution:
+        run = measure(args, rate)
+        verdict = "holds" if run.holds else "does not hold"
+        print(
+            f"  {rate:6.1f}/s: {verdict}: delivered {run.delivered_rate:.1f}/s, p99 "
+            f"{run.p99:.0f} ms, server CPU {run.server_cpu_ms:.1f} ms per dispatch",
+            flush=True,
+        )
+        if run.holds:
+            held = rate
+            rate = rate + args.step if failed is None else (held + failed) / 2
+        else:
+            failed = rate
+            rate = (held + failed) / 2
+            if held == 0 and failed - held <= args.resolution:
+                break
+    print(f"highest rate that holds: {held:g}/s (p99 under {TARGET_P99_MS} ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=50, help="dispatches per second")
+    parser.add_argument("--seconds", type=float, default=20, help="how long to send")
+    parser.add_argument("--threads", type=int, default=8, help="server threads")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="[server] processes: web processes of serve"
+    )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="serve --no-scheduler plus a separate `outofoffice worker` process",
+    )
+    parser.add_argument(
+        "--find-max",
+        action="store_true",
+        help="from --rate up by --step until a rate fails, then halve the gap",
+    )
+    parser.add_argument("--step", type=float, default=20, help="--find-max: rate step")
+    parser.add_argument(
+        "--resolution", type=float, default=5, help="--find-max: stop when the gap is this"
+    )
+    args = parser.parse_args()
     mode = "serve --no-scheduler + worker" if args.split else "serve (web and scheduler)"
-    print(f"setup:                {mode}, {args.threads} threads")
+    print(f"setup:                {mode}, {args.threads} threads, {args.processes} process(es)")
     print(f"machine:              {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    if args.find_max:
+        find_max(args)
+    else:
+        report(measure(args, args.rate), args)
 
 
 if __name__ == "__main__":
