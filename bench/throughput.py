@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import re
 import shutil
 import signal
@@ -23,7 +24,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from dispatch_latency import BENCH, demo_installation, free_port, start_sink
+from dispatch_latency import BENCH, cli, demo_installation, free_port, start_sink
 
 # wrk's Lua: a POST with a fresh phone number per request (so none joins an earlier
 # one as a repeat), numbered apart per wrk thread.
@@ -100,6 +101,7 @@ def start_product(
         stderr=subprocess.DEVNULL,
     )
     page = wait_for(port, "/r/bench-firm")
+    every_process_beats(config, processes)
     fields = {
         "subject": re.search(r'<option value="(\d+)">', page).group(1),
         "category": re.search(r'name="category" value="(\d+)"', page).group(1),
@@ -109,6 +111,28 @@ def start_product(
         "form_token": re.search(r'name="form_token" value="([^"]+)"', page).group(1),
     }
     return [serve, sink], port, fields
+
+
+def every_process_beats(config: Path, processes: int) -> None:
+    """Until serve's other web processes answer too (connections wrk opens before that
+    would all stay with the first)."""
+    for _ in range(100):
+        report = json.loads(cli(config, "stats", "--json"))
+        if sum(p["role"].startswith("web") for p in report["processes"]) >= processes:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"{processes} web processes did not all start")
+
+
+def outbox_empty(port: int) -> None:
+    """Until the product has sent what the last round queued: a round measures the
+    pages, not the delivery of the round before."""
+    for _ in range(1200):
+        health = json.loads(wait_for(port, "/healthz"))
+        if health["outbox_backlog"] == 0:
+            return
+        time.sleep(0.1)
+    raise SystemExit("the outbox did not empty in two minutes")
 
 
 def start_bare(workdir: Path, threads: int) -> tuple[subprocess.Popen, int]:
@@ -168,6 +192,7 @@ def main() -> None:
     try:
         for round_number in range(1, args.rounds + 1):
             for name, ours, theirs in pairs:
+                outbox_empty(port)
                 mine = wrk(*ours[:2], seconds, connections, ours[2])
                 base = wrk(*theirs[:2], seconds, connections, theirs[2])
                 print(

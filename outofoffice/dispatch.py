@@ -775,7 +775,20 @@ def for_owner(account: Account, dispatch_id: int | str) -> Dispatch | None:
 
 
 def by_status_token(token: str) -> Dispatch | None:
-    d = Dispatch.get_or_none(Dispatch.status_token_hash == hash_token(token))
-    if d is None or d.account.status != "active":
+    """The dispatch of a caller's status link, with its account (fixed statements: a
+    caller's open status page asks every 30 seconds)."""
+    d = db.first(
+        Dispatch, 'SELECT * FROM "dispatch" WHERE "status_token_hash" = ?', hash_token(token)
+    )
+    if d is None:
+        return None
+    d.account = db.first(Account, 'SELECT * FROM "account" WHERE "id" = ?', d.account_id)
+    if d.account.status != "active":
         return None
     return d
+
+
+def events_of(d: Dispatch) -> list[DispatchEvent]:
+    """A dispatch's history, oldest first."""
+    query = 'SELECT * FROM "dispatch_event" WHERE "dispatch_id" = ? ORDER BY "id"'
+    return list(DispatchEvent.raw(db.sql(query), d.id))

@@ -6,7 +6,7 @@ import bottle
 
 from outofoffice import abuse, db, dispatch, owner_setup, timeline
 from outofoffice.errors import ValidationError
-from outofoffice.models import Account, Dispatch, DispatchEvent
+from outofoffice.models import Account, Dispatch
 from outofoffice.web.context import (
     FirmCard,
     client_ip,
@@ -194,9 +194,7 @@ def install(app: bottle.Bottle) -> None:
             raise fail(404, "This status link does not work. Check that you copied all of it.")
         account = d.account
         for_firm(account)
-        events = list(
-            DispatchEvent.select().where(DispatchEvent.dispatch == d).order_by(DispatchEvent.id)
-        )
+        events = dispatch.events_of(d)
         return page(
             "status.html",
             d=d,
