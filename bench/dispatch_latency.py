@@ -78,7 +78,7 @@ def read_sink(sink: subprocess.Popen, accepted: dict[int, float]) -> None:
 
 
 def demo_installation(
-    workdir: Path, port: int, smtp_port: int, threads: int, extra: str = ""
+    workdir: Path, port: int, smtp_port: int, threads: int, extra: str = "", smtp: str = ""
 ) -> Path:
     """A throw-away installation with the demo firm, mailing a real SMTP server, with no
     hourly limits in the way; its config file."""
@@ -89,6 +89,7 @@ def demo_installation(
         f'[storage]\ndata_dir = "{workdir / "data"}"\n'
         f'[mail]\nbackend = "smtp"\n[mail.smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\n'
         'security = "none"\n'
+        f"{smtp}"
         "[abuse]\ndispatches_per_ip_per_hour = 1000000\n"
         "dispatches_per_account_per_hour = 1000000\n"
     )
@@ -151,7 +152,12 @@ def measure(args: argparse.Namespace, rate: float) -> Run:
     sink, accepted = start_sink(smtp_port)
     workdir = Path(tempfile.mkdtemp(prefix="oop-bench-"))
     config = demo_installation(
-        workdir, port, smtp_port, args.threads, f"processes = {args.processes}\n"
+        workdir,
+        port,
+        smtp_port,
+        args.threads,
+        f"processes = {args.processes}\n",
+        f"connections = {args.smtp_connections}\n",
     )
     command = [sys.executable, "-m", "outofoffice", "--config", str(config)]
     processes = [
@@ -317,6 +323,7 @@ def main() -> None:
     parser.add_argument(
         "--processes", type=int, default=1, help="[server] processes: web processes of serve"
     )
+    parser.add_argument("--smtp-connections", type=int, default=4, help="[mail.smtp] connections")
     parser.add_argument(
         "--split",
         action="store_true",
@@ -333,7 +340,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     mode = "serve --no-scheduler + worker" if args.split else "serve (web and scheduler)"
-    print(f"setup:                {mode}, {args.threads} threads, {args.processes} process(es)")
+    print(
+        f"setup:                {mode}, {args.threads} threads, {args.processes} "
+        f"process(es), {args.smtp_connections} SMTP connections"
+    )
     print(f"machine:              {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     if args.find_max:
         find_max(args)
