@@ -216,7 +216,10 @@ def epoll_once(timeout: float, socket_map: dict) -> None:
             if obj.writable() and not obj.accepting:  # a listening socket is never written
                 flags |= select.EPOLLOUT
             if flags:
-                watcher.register(fd, flags)
+                try:
+                    watcher.register(fd, flags)
+                except OSError:  # a connection already gone: closed, not the loop's end
+                    wasyncore.readwrite(obj, select.POLLNVAL)
         try:
             events = watcher.poll(timeout)
         except InterruptedError:

@@ -75,58 +75,94 @@ class WriterLock:
     flock on a file beside the database. A writer of another process waits for it in
     the kernel and goes the moment it is let go, instead of in SQLite's busy handler,
     which retries in sleeps of up to 100 ms (with two busy processes, most of a write's
-    time). The kernel lets go of it when its process dies."""
+    time). The kernel lets go of it when its process dies. The process's WriteQueue
+    lets one thread at a time ask for it."""
 
     def __init__(self, path: Path):
         self.path = path
         self._held: int | None = None  # the descriptor that holds it while a write runs
+        self._waiter: _LockWaiter | None = None  # one in the kernel's queue, if any
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise Unavailable(f"cannot open {self.path.name}: {exc.strerror}") from None
 
     def acquire(self, timeout: float) -> bool:
         """False when it was not free within ``timeout`` seconds."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not self._wait(fd, timeout):
-                return False
-        except BaseException:
-            os.close(fd)
-            raise
-        self._held = fd
-        return True
-
-    @staticmethod
-    def _wait(fd: int, timeout: float) -> bool:
-        """Wait in the kernel's queue, on a thread of its own so the wait can end: a
-        waiter that comes too late lets go at once (closing its descriptor does)."""
-        got, guard = threading.Event(), threading.Lock()
-        gave_up = []
-
-        def wait() -> None:
-            taken = False
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                taken = True
-            finally:
-                with guard:
-                    if gave_up or not taken:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._waiter is not None and self._waiter.finished:
+                self._waiter = None  # it got the lock when nobody wanted it, and let go
+            if self._waiter is None:  # nobody waits already: perhaps it is free
+                fd = self._open()
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    try:
+                        self._waiter = _LockWaiter(fd)
+                    except BaseException:
                         os.close(fd)
-                    else:
-                        got.set()
-
-        threading.Thread(target=wait, name="sqlite-writer-lock", daemon=True).start()
-        if got.wait(timeout):
-            return True
-        with guard:
-            if got.is_set():
+                        raise
+                except BaseException:
+                    os.close(fd)
+                    raise
+                else:
+                    self._held = fd
+                    return True
+            waiter = self._waiter
+            if waiter.wait(deadline - time.monotonic()):
+                self._waiter, self._held = None, waiter.fd
                 return True
-            gave_up.append(True)
-        return False
+            if not waiter.finished or time.monotonic() >= deadline:
+                return False
 
     def release(self) -> None:
         fd, self._held = self._held, None
         if fd is not None:
             os.close(fd)
+
+
+class _LockWaiter:
+    """A thread waiting in the kernel's queue for the lock, so that a write's wait can
+    end at its deadline: the next write waits on the same thread (at most one per
+    process, whatever the other process does), and one that gets the lock when nobody
+    wants it any more lets go at once (closing its descriptor does)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.finished = False
+        self._got = threading.Event()
+        self._guard = threading.Lock()
+        self._wanted = True
+        threading.Thread(target=self._run, name="sqlite-writer-lock", daemon=True).start()
+
+    def _run(self) -> None:
+        taken = False
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            taken = True
+        finally:
+            with self._guard:
+                if taken and self._wanted:
+                    self._got.set()
+                else:
+                    os.close(self.fd)
+                    self.finished = True
+
+    def wait(self, timeout: float) -> bool:
+        with self._guard:
+            if self.finished:
+                return False
+            self._wanted = True
+        if self._got.wait(max(0.0, timeout)):
+            return True
+        with self._guard:
+            if self._got.is_set():
+                return True
+            self._wanted = False
+        return False
 
 
 class WriteQueue:
@@ -612,12 +648,18 @@ def vacuum(models: list[type[peewee.Model]]) -> None:
         conn.autocommit = autocommit
 
 
-# names from the code, never from input; {row} is NEW or OLD
+# names from the code, never from input; {row} is NEW or OLD, {start} a random count
+# to begin from, so an account made again under a freed id (SQLite reuses the highest)
+# never meets the pages cached for the one before it
 COUNT_CHANGE = (
     'INSERT INTO "{counter}" ("account_id", "version") '
-    'SELECT "id", 1 FROM "account" WHERE "id" = {row}."{column}" '
+    'SELECT "id", {start} FROM "account" WHERE "id" = {row}."{column}" '
     'ON CONFLICT ("account_id") DO UPDATE SET "version" = "{counter}"."version" + 1'
 )
+RANDOM_START = {
+    "sqlite": "(random() & 4611686018427387903)",
+    "postgresql": "(random() * 4611686018427387903)::bigint",
+}
 
 
 def count_changes(table: str, counter: str, column: str = "account_id") -> None:
@@ -625,7 +667,12 @@ def count_changes(table: str, counter: str, column: str = "account_id") -> None:
     the row's ``column``) whenever a row of ``table`` is inserted, changed or deleted,
     whoever writes it. No row is made for an account being deleted (the SELECT finds
     no account)."""
-    bump = COUNT_CHANGE.replace("{counter}", counter).replace("{column}", column)
+    start = RANDOM_START["sqlite" if is_sqlite() else "postgresql"]
+    bump = (
+        COUNT_CHANGE.replace("{counter}", counter)
+        .replace("{column}", column)
+        .replace("{start}", start)
+    )
     if is_sqlite():
         for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
             database.execute_sql(

@@ -782,9 +782,10 @@ def by_status_token(token: str) -> Dispatch | None:
     )
     if d is None:
         return None
-    d.account = db.first(Account, 'SELECT * FROM "account" WHERE "id" = ?', d.account_id)
-    if d.account.status != "active":
+    account = db.first(Account, 'SELECT * FROM "account" WHERE "id" = ?', d.account_id)
+    if account is None or account.status != "active":
         return None
+    d.account = account
     return d
 
 

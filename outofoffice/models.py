@@ -90,7 +90,7 @@ class PagesVersion(BaseModel):
     account's id as the key of its cached pages."""
 
     account = peewee.ForeignKeyField(Account, primary_key=True, on_delete="CASCADE")
-    version = peewee.IntegerField(default=0)
+    version = peewee.BigIntegerField(default=0)  # begins at a random count
 
 
 class Route(BaseModel):

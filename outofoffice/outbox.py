@@ -414,7 +414,8 @@ def deliver_due(
     if breaker.recovered:  # the probe got through: a whole batch now, not at the next poll
         breaker.recovered = False
         counts["released"] = _release_backlog(channel)
-        more = deliver_due(deliverer, keys, hooks, limit, lease, state, senders)
+        # senders of this pass alone are closed by now: the next pass makes its own
+        more = deliver_due(deliverer, keys, hooks, limit, lease, state, None if own else senders)
         counts = {kind: counts[kind] + more[kind] for kind in counts}
     return counts
 

@@ -21,7 +21,9 @@ from outofoffice.config import Config
 
 log = logging.getLogger(__name__)
 
-RESTART_PAUSE = 2.0  # seconds before a process that died is started again
+RESTART_PAUSE = 2.0  # seconds before a process that died is started again,
+RESTART_PAUSE_MAX = 60.0  # doubled up to this while each dies soon after its start
+RAN_WELL = 30.0  # seconds: a process that ran this long starts the pause over
 STOP_WAIT = 20.0  # seconds a process may take to finish its requests when told to stop
 
 
@@ -93,19 +95,23 @@ class WebProcesses:
         log.info("%d more web processes answer on the same socket", self.count)
 
     def _watch(self, slot: int) -> None:
+        pause = RESTART_PAUSE
         while True:
-            proc = self._procs[slot]
+            proc, started = self._procs[slot], time.monotonic()
             code = proc.wait()
             if self._stopping.is_set():
                 return
+            pause = RESTART_PAUSE if time.monotonic() - started >= RAN_WELL else pause
             log.error(
-                "web process %d (pid %d) stopped with exit code %s; starting it again",
+                "web process %d (pid %d) stopped with exit code %s; starting it again in %g s",
                 slot + 1,
                 proc.pid,
                 code,
+                pause,
             )
-            if self._stopping.wait(RESTART_PAUSE):
+            if self._stopping.wait(pause):
                 return
+            pause = min(pause * 2, RESTART_PAUSE_MAX)
             with self._lock:
                 if self._stopping.is_set():
                     return

@@ -334,3 +334,29 @@ def test_every_edit_of_the_owner_shows_on_the_next_routing_page(app, instance, f
         )
     for viewer in (app, other):
         assert _shown(viewer.get("/r/alpha"))[2] == "Alpha Homes"
+
+
+def test_a_firm_made_under_a_deleted_firms_id_never_gets_its_page(make_instance):
+    """SQLite gives a new row the highest id again once that row is deleted; in subdomain
+    mode every firm's page is at "/". The new firm's page is its own."""
+    instance = make_instance(server={"routing_pages": "subdomain", "domain": "help.example"})
+    app = client(instance)
+    firm = {"name": "O", "industry": "home_services", "timezone": "UTC"}
+    with db.connection():
+        xeno = accounts.create_account(
+            email="o@x.example", business_name="Xeno Homes", slug="xeno", **firm
+        )
+    assert "Xeno Homes" in app.get("/", headers={"Host": "xeno.help.example"}).text
+    with db.connection(), db.write():  # as the sweep removes it at last
+        Account.delete_by_id(xeno.id)
+    with db.connection():
+        yarrow = accounts.create_account(
+            email="o@y.example", business_name="Yarrow Repairs", slug="yarrow", **firm
+        )
+    page = app.get("/", headers={"Host": "yarrow.help.example"}).text
+    assert "Yarrow Repairs" in page and "Xeno Homes" not in page
+    assert yarrow.id == xeno.id or database_is_postgresql()
+
+
+def database_is_postgresql() -> bool:
+    return not db.is_sqlite()

@@ -3,6 +3,7 @@
 import email
 import email.policy
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -644,3 +645,22 @@ def test_an_email_reads_back_as_written_whatever_its_words():
     assert body("plain") == text
     assert body("html").strip() == "<p>Grüße, Zoë</p>"
     assert message.envelope() == ("noreply@example.com", ["vera@example.com"])
+
+
+def test_a_lone_carriage_return_never_travels_in_an_email():
+    """A caller can type CR on its own; it goes out as a line end, never bare (which
+    relays refuse, and some read as the end of the message)."""
+    message = Message(
+        sender="A <a@example.com>",
+        to="b@example.com",
+        subject="Leak",
+        text="first\r.\rMAIL FROM:<x@example.com>\r\nlast\n",
+        html="<p>one\rtwo</p>",
+        message_id="<1@example.com>",
+    )
+    raw = message.to_bytes()
+    assert re.search(rb"\r(?!\n)", raw) is None
+    assert re.search(rb"(?<!\r)\n", raw) is None
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    text = parsed.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert text == "first\n.\nMAIL FROM:<x@example.com>\nlast\n"

@@ -99,12 +99,15 @@ class Message:
 
 
 def _part(subtype: str, body: str) -> list[str]:
-    encoded = binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
+    # every line end one kind before encoding: a lone CR (a caller can type one) would
+    # otherwise travel as it is, which relays refuse and some read as the end of data
+    lines = body.replace("\r\n", "\n").replace("\r", "\n")
+    encoded = binascii.b2a_qp(lines.encode("utf-8"), istext=True).decode("ascii")
     return [
         f'Content-Type: text/{subtype}; charset="utf-8"',
         "Content-Transfer-Encoding: quoted-printable",
         "",
-        *encoded.replace("\r\n", "\n").split("\n"),
+        *encoded.split("\n"),
     ]
 
 

@@ -119,7 +119,8 @@ def _blank_form_page(slug: str) -> bytes | None:
 
 
 def routing_page(slug: str):
-    if bottle.request.method == "GET" and not bottle.request.query_string:
+    # the cache keeps one page per firm: another spelling of its address renders as before
+    if bottle.request.method == "GET" and not bottle.request.query_string and slug.islower():
         html = _blank_form_page(slug)
         if html is not None:
             return html

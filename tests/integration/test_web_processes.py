@@ -110,7 +110,7 @@ def test_a_web_process_that_dies_is_started_again_and_the_port_keeps_answering(s
     for _ in range(20):  # meanwhile the others answer
         assert Browser(server.url).request("/healthz")[0] == 200
     wait_until(lambda: len(children(server.proc.pid) - {victim}) == PROCESSES - 1)
-    assert "stopped with exit code -9; starting it again" in server.output()
+    assert "stopped with exit code -9; starting it again in 2 s" in server.output()
 
 
 @pytest.mark.sqlite_only
