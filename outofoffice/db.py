@@ -780,6 +780,28 @@ def insert(model: type[peewee.Model], **values) -> int:
     return cursor.lastrowid if sqlite else cursor.fetchone()[0]
 
 
+def insert_many(model: type[peewee.Model], rows: list[dict]) -> None:
+    """INSERT rows that name the same columns in one statement; its text is built once
+    per model, column set and number of rows."""
+    meta = model._meta
+    names = tuple(rows[0])
+    sqlite = is_sqlite()
+    key = (model, names, len(rows), sqlite)
+    text = _inserts.get(key)
+    if text is None:
+        columns = ", ".join(f'"{meta.fields[name].column_name}"' for name in names)
+        row = "(" + ", ".join("?" * len(names)) + ")"
+        # names from the schema, never from input
+        text = f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ' + ", ".join(  # noqa: S608
+            [row] * len(rows)
+        )
+        text = text if sqlite else sql(text)
+        _inserts[key] = text
+    fields = [meta.fields[name] for name in names]
+    params = [field.db_value(r[field.name]) for r in rows for field in fields]
+    database.execute_sql(text, params)
+
+
 def first(model: type[peewee.Model], text: str, *params):
     """The first row of a fixed SELECT (written with ? placeholders) as a model, or None."""
     return next(iter(model.raw(sql(text), *params)), None)

@@ -16,8 +16,21 @@ from datetime import timedelta
 
 import peewee
 
-from outofoffice import abuse, accounts, clock, db, notify, outbox, push, routing, sms, webhooks
+from outofoffice import (
+    abuse,
+    accounts,
+    clock,
+    db,
+    events,
+    notify,
+    outbox,
+    push,
+    routing,
+    sms,
+    webhooks,
+)
 from outofoffice.errors import ValidationError
+from outofoffice.events import event
 from outofoffice.instance import Instance
 from outofoffice.keys import hash_token
 from outofoffice.models import (
@@ -69,18 +82,6 @@ class ActionError(Exception):
         super().__init__(message)
         self.status = status
         self.account = account  # the firm, when the link is genuine: its page, its phone
-
-
-def event(d: Dispatch, kind: str, vendor: Vendor | int | None = None, detail: str = "") -> None:
-    db.insert(
-        DispatchEvent,
-        dispatch=d.id,
-        account=d.account_id,
-        at=clock.now(),
-        kind=kind,
-        vendor=vendor,
-        detail=detail,
-    )
 
 
 TRIES = re.compile(r"(?s)(.*) \((\d+) tries\)")
@@ -268,21 +269,22 @@ def submit(instance: Instance, account: Account, form: dict[str, str], ip: str =
             updated_at=now,
         )
         d, token = _insert_with_reference(instance, account, values)
-        event(d, "submitted")
-        webhooks.queue_event(instance, d, "dispatch.created")
-        text_caller(
-            instance,
-            d,
-            lambda: sms.caller_confirmation_text(instance, d, status_url(instance, token)),
-        )
-        if vendors:
-            event(d, "routed", vendors[0], routing.describe(route, d))
-            queue_offer(instance, d, vendors[0])
-            notify.new_dispatch(instance, d, data)
-        else:  # the owner's alert says it all
-            event(d, "unrouted", detail="no route matches this request")
-            webhooks.queue_event(instance, d, "dispatch.unassigned")
-            notify.alert(instance, d, "No route matches this request; nobody was paged.", data)
+        with events.together(d):  # its first history lines in one statement
+            event(d, "submitted")
+            webhooks.queue_event(instance, d, "dispatch.created")
+            text_caller(
+                instance,
+                d,
+                lambda: sms.caller_confirmation_text(instance, d, status_url(instance, token)),
+            )
+            if vendors:
+                event(d, "routed", vendors[0], routing.describe(route, d))
+                queue_offer(instance, d, vendors[0])
+                notify.new_dispatch(instance, d, data)
+            else:  # the owner's alert says it all
+                event(d, "unrouted", detail="no route matches this request")
+                webhooks.queue_event(instance, d, "dispatch.unassigned")
+                notify.alert(instance, d, "No route matches this request; nobody was paged.", data)
     outbox.wake()
     return Submission(d, token, False)
 

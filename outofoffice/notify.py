@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from outofoffice import clock, db, outbox, routing
-from outofoffice.models import Account, Dispatch, DispatchEvent, OutboxMessage
+from outofoffice import clock, events, outbox, routing
+from outofoffice.models import Account, Dispatch, OutboxMessage
 from outofoffice.templating import render_email
 
 if TYPE_CHECKING:
@@ -49,14 +49,7 @@ def _queue(
         dispatch=dispatch,
     )
     if dispatch is not None:
-        db.insert(
-            DispatchEvent,
-            dispatch=dispatch,
-            account=account,
-            at=clock.now(),
-            kind="owner_notified",
-            detail=subject,
-        )
+        events.event(dispatch, "owner_notified", detail=subject)
 
 
 def _where(d: Dispatch) -> str:

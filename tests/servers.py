@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -119,3 +120,17 @@ def run_cli(config: Path, *args: str) -> str:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+def routing_form(page: str, phone: str) -> dict:
+    """A caller's answers to the routing page ``page``: its first subject and category,
+    a phone of the test's choosing (each new phone is a new request, not a repeat), and
+    the page's form token."""
+    return {
+        "subject": re.search(r'<option value="(\d+)">', page).group(1),
+        "category": re.search(r'name="category" value="(\d+)"', page).group(1),
+        "name": "Tina Tenant",
+        "phone": phone,
+        "description": "Pipe burst under the sink",
+        "form_token": re.search(r'name="form_token" value="([^"]+)"', page).group(1),
+    }

@@ -20,7 +20,7 @@ import pytest
 
 from outofoffice import keys, migrations
 from tests.conftest import DATABASE, base_sections, write_config
-from tests.servers import Browser, run_cli
+from tests.servers import Browser, routing_form, run_cli
 from tests.smtp_sink import SMTPSink, free_port
 
 pytestmark = pytest.mark.postgresql_only
@@ -143,17 +143,6 @@ def query(sql: str, *params) -> list[tuple]:
     return rows
 
 
-def form(page: str, phone: str) -> dict:
-    return {
-        "subject": re.search(r'<option value="(\d+)">Elm Street', page).group(1),
-        "category": re.search(r'name="category" value="(\d+)"', page).group(1),
-        "name": "Tina Tenant",
-        "phone": phone,
-        "description": "Pipe burst under the sink",
-        "form_token": re.search(r'name="form_token" value="([^"]+)"', page).group(1),
-    }
-
-
 def at_once(calls) -> list:
     """Run the calls in threads released together; their results in order."""
     barrier = threading.Barrier(len(calls))
@@ -195,7 +184,10 @@ def submit_many(servers_, phones: list[str]) -> list[int]:
     """One caller per phone, all at once, spread over the servers."""
     page = Browser(servers_[0].url).request("/r/alpha")[2]
     return at_once(
-        [post(servers_[i % len(servers_)], "/r/alpha", form(page, p)) for i, p in enumerate(phones)]
+        [
+            post(servers_[i % len(servers_)], "/r/alpha", routing_form(page, p))
+            for i, p in enumerate(phones)
+        ]
     )
 
 
@@ -207,7 +199,7 @@ def test_repeats_sent_at_once_to_two_processes_join_one_dispatch(installation):
     for caller in range(20):
         for attempt in range(4):
             server = (a, b)[attempt % 2]
-            calls.append(post(server, "/r/alpha", form(page, f"+1 555 01{caller:02d}")))
+            calls.append(post(server, "/r/alpha", routing_form(page, f"+1 555 01{caller:02d}")))
     assert at_once(calls) == [200] * 80
     assert query("SELECT count(*) FROM dispatch") == [(20,)]
     assert query("SELECT count(*) FROM dispatch_event WHERE kind = 'repeat'") == [(60,)]
@@ -386,5 +378,5 @@ def test_requests_during_a_database_restart_get_a_503_then_work_again(
         postgres_cluster.start_server()
     wait_until(lambda: browser.request("/r/alpha")[0] == 200, timeout=20, settle=0)
     page = browser.request("/r/alpha")[2]
-    assert browser.request("/r/alpha", form(page, "+1 555 0601"))[0] == 200
+    assert browser.request("/r/alpha", routing_form(page, "+1 555 0601"))[0] == 200
     assert query("SELECT count(*) FROM dispatch") == [(1,)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import threading
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import base_sections, write_config
-from tests.servers import Browser, run_cli
+from tests.servers import Browser, routing_form, run_cli
 from tests.smtp_sink import free_port
 
 PROCESSES = 3
@@ -60,17 +59,6 @@ def several(tmp_path, servers):
     return server, cfg
 
 
-def form(page: str, phone: str) -> dict:
-    return {
-        "subject": re.search(r'<option value="(\d+)">', page).group(1),
-        "category": re.search(r'name="category" value="(\d+)"', page).group(1),
-        "name": "Tina Tenant",
-        "phone": phone,
-        "description": "Pipe burst under the sink",
-        "form_token": re.search(r'name="form_token" value="([^"]+)"', page).group(1),
-    }
-
-
 def test_three_processes_answer_on_one_port_and_store_each_request_once(several, tmp_path):
     server, cfg = several
     page = Browser(server.url).request("/r/alpha")[2]
@@ -78,7 +66,7 @@ def test_three_processes_answer_on_one_port_and_store_each_request_once(several,
     lock = threading.Lock()
 
     def caller(n: int) -> None:
-        status = Browser(server.url).request("/r/alpha", form(page, f"+1 555 02{n:02d}"))[0]
+        status = Browser(server.url).request("/r/alpha", routing_form(page, f"+1 555 02{n:02d}"))[0]
         with lock:
             answers.append(status)
 
