@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from outofoffice import config as config_module
-from tests.integration.test_scale_out import REFERENCE, VERA, form
-from tests.servers import Browser, ServerProcess
+from tests.integration.test_scale_out import REFERENCE, VERA
+from tests.servers import Browser, ServerProcess, routing_form
 from tests.smtp_sink import SMTPSink
 
 # Installation gives each machine a data dir; on SQLite the firm lives in the first
@@ -96,7 +96,7 @@ class Stream:
         """One caller's POST, redirects not followed: the 303 is the acceptance, and a
         server killed before the caller follows it has still accepted."""
         phone = f"+1 555 {n:04d}"
-        body = urllib.parse.urlencode(form(self._page, phone))
+        body = urllib.parse.urlencode(routing_form(self._page, phone))
         parts = urllib.parse.urlsplit(self.url)
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
         headers = {"Content-Type": "application/x-www-form-urlencoded"}

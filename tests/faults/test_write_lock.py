@@ -18,8 +18,8 @@ import pytest
 
 from outofoffice import config as config_module
 from tests.faults.stream import MACHINE, Database, Relay, Stream, settle
-from tests.integration.test_scale_out import Installation, form
-from tests.servers import Browser
+from tests.integration.test_scale_out import Installation
+from tests.servers import Browser, routing_form
 
 pytestmark = pytest.mark.sqlite_only  # the write lock is SQLite's
 
@@ -107,7 +107,7 @@ class Readers:
 def post_whole(url: str, phone: str, description: str = "Pipe burst under the sink"):
     """One caller's POST with the whole answer read: (status, headers, page)."""
     page = Browser(url).request("/r/alpha")[2]
-    fields = form(page, phone) | {"description": description}
+    fields = routing_form(page, phone) | {"description": description}
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
     try:
