@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 
 from outofoffice import db
@@ -65,7 +65,15 @@ class Senders:
                 self._give_back(held)
 
         def lane_with_connection() -> None:
-            with db.connection():  # this thread's own, for the outcomes it records
+            """A connection of this thread's own, for the outcomes it records; with
+            none to be had (the database is away) this sender sends nothing."""
+            with ExitStack() as stack:
+                try:
+                    stack.enter_context(db.connection())
+                except Exception as exc:
+                    if db.is_away(exc):
+                        return
+                    raise
                 lane()
 
         extra = min(self.count, len(rows)) - 1

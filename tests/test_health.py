@@ -228,8 +228,8 @@ def test_a_real_relay_outage_turns_healthz_503(tmp_path, servers):
     shows, as it waits for the recovery anyway.)"""
     from tests.faults.stream import MACHINE, Relay
     from tests.faults.stream import healthz as served_health
-    from tests.integration.test_scale_out import FIRM, Installation, form
-    from tests.servers import Browser
+    from tests.integration.test_scale_out import FIRM, Installation
+    from tests.servers import Browser, routing_form
 
     with Relay() as relay:
         inst = Installation(tmp_path, relay, servers, health={"mail_failing_seconds": 1})
@@ -245,7 +245,7 @@ def test_a_real_relay_outage_turns_healthz_503(tmp_path, servers):
         browser = Browser(server.url)
         page = browser.request("/r/alpha")[2]
         for phone in ("+1 555 0701", "+1 555 0702"):  # four emails: vendor and owner each
-            assert browser.request("/r/alpha", form(page, phone))[0] == 200
+            assert browser.request("/r/alpha", routing_form(page, phone))[0] == 200
         status, report = wait_for(server.url, lambda s, r: s == 503)
         [problem] = report["problems"]
         assert problem.startswith("mail has failed for ") and "mail_failing_seconds = 1" in problem
