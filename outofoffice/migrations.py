@@ -109,6 +109,11 @@ def _v7_pages_version(database: peewee.Database) -> None:
     db.count_changes("account", "pages_version", column="id")
 
 
+def _v8_status_pages(database: peewee.Database) -> None:
+    """Callers' status pages from a cache: they name the vendor who accepted."""
+    db.count_changes("vendor", "pages_version")
+
+
 STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("initial schema", _v1_initial),
     ("when each background job last ran", _v2_job_runs),
@@ -117,6 +122,7 @@ STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("emergencies first in the outbox", _v5_outbox_priority),
     ("SMS, push and webhooks", _v6_channels),
     ("routing pages from a cache", _v7_pages_version),
+    ("status pages from a cache", _v8_status_pages),
 ]
 LATEST = len(STEPS)
 

@@ -85,8 +85,8 @@ class Category(BaseModel):
 
 class PagesVersion(BaseModel):
     """A count that grows whenever what the firm's public pages show changes (the
-    account's row, its subjects, its categories): written by the database's own
-    triggers (schema step 7, so no path that writes them can forget it), read with the
+    account's row, its subjects, categories and vendors): written by the database's own
+    triggers (schema steps 7 and 8, so no path that writes them can forget it), read with the
     account's id as the key of its cached pages."""
 
     account = peewee.ForeignKeyField(Account, primary_key=True, on_delete="CASCADE")

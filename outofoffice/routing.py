@@ -69,7 +69,12 @@ def check_business_hours(value: object) -> dict:
 
 def local_time(account: Account, at_utc: datetime) -> datetime:
     """A stored (naive UTC) time in the account's timezone."""
-    return at_utc.replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo(account.timezone))
+    return in_zone(account.timezone, at_utc)
+
+
+def in_zone(timezone: str, at_utc: datetime) -> datetime:
+    """A stored (naive UTC) time in a timezone named by its IANA name."""
+    return at_utc.replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo(timezone))
 
 
 def is_business_hours(account: Account, at_utc: datetime) -> bool:

@@ -360,3 +360,62 @@ def test_a_firm_made_under_a_deleted_firms_id_never_gets_its_page(make_instance)
 
 def database_is_postgresql() -> bool:
     return not db.is_sqlite()
+
+
+def test_the_status_page_shows_every_change_at_once_in_every_app(app, instance, firm, mailbox):
+    """The page is kept rendered; each step of the request, a new name of the vendor or
+    of the firm, and the firm's next day must show at once, in another app (another
+    process) too."""
+    other = client(instance)
+    path = app.post("/r/alpha", request_form(firm)).follow().request.path
+    viewers = (app, other)
+
+    def headlines():
+        return {viewer.get(path).html.find(class_="headline").text for viewer in viewers}
+
+    def steps():
+        shown = [[li.text for li in v.get(path).html.select("ol.timeline li")] for v in viewers]
+        assert shown[0] == shown[1]
+        return [step.split(None, 1)[1] for step in shown[0]]
+
+    assert steps() == ["We received your request"]
+    accept = vendor_paths(mailbox, "vera@plumb.example")["Accept"]
+    assert steps() == ["We received your request", "Sent to the person on call"]
+    app.post(accept)
+    (accepted,) = headlines()
+    assert re.fullmatch(r"Vera accepted at \d\d:\d\d and will call you\.", accepted)
+    vendors = owner_setup.KINDS["vendors"]
+    renamed = {"name": "Valerie Plumb", "email": "vera@plumb.example", "active": "on"}
+    with db.connection():
+        owner_setup.save(firm["account"], vendors, renamed, firm["vera"])
+    assert headlines() == {accepted.replace("Vera", "Valerie")}
+    with db.connection():
+        account = Account.get_by_id(firm["account"].id)
+        form = {k: getattr(account, k) for k in owner_setup.SETTINGS_FIELDS}
+        owner_setup.save_settings(
+            account, form | {"business_name": "Alpha Homes"}, account.business_hours
+        )
+    for viewer in viewers:
+        assert viewer.get(path).html.find(class_="firm-name").text == "Alpha Homes"
+    clock.advance(timedelta(days=1))
+    (next_day,) = headlines()
+    assert re.fullmatch(
+        r"Valerie accepted at \w{3} \d+ \w{3} \d\d:\d\d and will call you\.", next_day
+    )
+
+
+def test_the_status_page_keeps_its_words_for_each_way_it_is_opened(app, firm, mailbox):
+    path = app.post("/r/alpha", request_form(firm)).follow().request.path
+    sent, plain, still = (app.get(path + query) for query in ("?sent=1", "", "?live=0"))
+    assert "Your request was sent." in sent.text and "Your request was sent." not in plain.text
+    assert "Stop updating" in plain.text and "Turn them on" in still.text
+    assert 'data-live="30"' in plain.text and 'data-live="30"' not in still.text
+    assert "Your request was sent." in app.get(path + "?sent=1").text  # the kept page, too
+
+
+def test_a_disabled_firms_status_links_stop_working_at_once(app, instance, firm):
+    path = app.post("/r/alpha", request_form(firm)).follow().request.path
+    assert app.get(path).status_int == 200
+    with db.connection():
+        accounts.set_status("alpha", "disabled", instance.config)
+    assert "does not work" in app.get(path, status=404).text

@@ -4,8 +4,9 @@ import logging
 
 import bottle
 
-from outofoffice import abuse, db, dispatch, owner_setup, timeline
+from outofoffice import abuse, clock, db, dispatch, owner_setup, routing, timeline
 from outofoffice.errors import ValidationError
+from outofoffice.keys import hash_token
 from outofoffice.models import Account, Dispatch
 from outofoffice.web.context import (
     FirmCard,
@@ -109,7 +110,13 @@ def _blank_form_page(slug: str) -> bytes | None:
         return _form_page(account, blank, {}, form_token=placeholder), FirmCard.of(account)
 
     key = ("routing", bottle.request.path, *found)
-    html, card = page_cache().page(key, render, abuse.form_token(instance().keys, found[0]))
+    return _cached(key, render, abuse.form_token(instance().keys, found[0]))
+
+
+def _cached(key: tuple, render, value: str) -> bytes | None:
+    """A firm's public page from the app's PageCache (render makes it on a miss, and
+    returns no card when the page is something else), answered as the firm's."""
+    html, card = page_cache().page(key, render, value)
     if card is None:
         return None
     for_firm(card)
@@ -161,6 +168,52 @@ def routing_page(slug: str):
     see_other(f"/s/{submission.status_token}?sent=1")
 
 
+# What a caller's status page shows changes with the dispatch's history (every change
+# writes an event), with what the firm's pages show (the account, its vendors' names)
+# and with the firm's local day (times not today carry their day).
+DISPATCH_VERSION = (
+    'SELECT "d"."id", "a"."timezone", COALESCE("v"."version", 0), '
+    '(SELECT MAX("e"."id") FROM "dispatch_event" AS "e" WHERE "e"."dispatch_id" = "d"."id") '
+    'FROM "dispatch" AS "d" JOIN "account" AS "a" ON "a"."id" = "d"."account_id" '
+    'LEFT JOIN "pages_version" AS "v" ON "v"."account_id" = "a"."id" '
+    """WHERE "d"."status_token_hash" = ? AND "a"."status" = 'active'"""
+)
+NO_STATUS = "This status link does not work. Check that you copied all of it."
+
+
+def status_page(token: str) -> bytes:
+    """A caller's status page (asked for every 30 seconds while it is open), made once
+    per version of what it shows."""
+    found = db.database.execute_sql(db.sql(DISPATCH_VERSION), (hash_token(token),)).fetchone()
+    if found is None:
+        raise fail(404, NO_STATUS)
+    live = bottle.request.query.get("live") != "0"
+    sent = bottle.request.query.get("sent") == "1"
+    today = routing.in_zone(found[1], clock.now()).date()
+
+    def render(_placeholder: str) -> tuple[str, FirmCard]:
+        d = dispatch.by_status_token(token)
+        if d is None:  # deleted since
+            raise fail(404, NO_STATUS)
+        for_firm(d.account)
+        events = dispatch.events_of(d)
+        html = page(
+            "status.html",
+            d=d,
+            account=d.account,
+            headline=timeline.caller_headline(d, events),
+            steps=timeline.caller_steps(d, events),
+            settled=timeline.is_settled(d),
+            live=live and not timeline.is_settled(d),
+            path=bottle.request.path,
+            sent=sent,
+            link=instance().url(f"/s/{token}"),
+        )
+        return html, FirmCard.of(d.account)
+
+    return _cached(("status", found[0], *found[2:], today, live, sent), render, "")
+
+
 def _joined(account: Account, value: str) -> Dispatch | None:
     """The dispatch a repeat joined, named by a signed reference: the page says which
     request it joined and nothing more (a repeat never learns the status link)."""
@@ -188,23 +241,4 @@ def install(app: bottle.Bottle) -> None:
         bottle.response.set_header("Cross-Origin-Resource-Policy", "same-origin")
         return bytes(found.data)
 
-    @app.get("/s/<token>")
-    def status(token):
-        d = dispatch.by_status_token(token)
-        if d is None:
-            raise fail(404, "This status link does not work. Check that you copied all of it.")
-        account = d.account
-        for_firm(account)
-        events = dispatch.events_of(d)
-        return page(
-            "status.html",
-            d=d,
-            account=account,
-            headline=timeline.caller_headline(d, events),
-            steps=timeline.caller_steps(d, events),
-            settled=timeline.is_settled(d),
-            live=not timeline.is_settled(d) and bottle.request.query.get("live") != "0",
-            path=bottle.request.path,
-            sent=bottle.request.query.get("sent") == "1",
-            link=instance().url(f"/s/{token}"),
-        )
+    app.get("/s/<token>", callback=status_page)

@@ -12,20 +12,19 @@ from typing import Any
 
 
 class PageCache:
-    """The most recently served LIMIT pages, each stored as the bytes before and after
-    the one value that changes per request, with what the page was made from that a
-    hit needs again (the firm's card). The key must change whenever the page would (a
-    version the database counts), so a change made by any process is a new key, never
-    a stale page."""
+    """The most recently served LIMIT pages, each stored as the bytes around the value
+    that changes per request (the form token; a status page has none), with what the
+    page was made from that a hit needs again (the firm's card). The key must change
+    whenever the page would (a version the database counts), so a change made by any
+    process is a new key, never a stale page."""
 
     LIMIT = 2_000
 
     def __init__(self, limit: int = LIMIT):
         self.limit = limit
-        # an owner who types this into a category name cannot guess it, and a page that
-        # holds it other than once is served but not kept
+        # an owner who types this into a category name cannot guess it
         self.placeholder = "\x7f" + secrets.token_hex(8)
-        self._pages: OrderedDict[Hashable, tuple[bytes, bytes, Any]] = OrderedDict()
+        self._pages: OrderedDict[Hashable, tuple[list[bytes], Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     def page(
@@ -39,12 +38,9 @@ class PageCache:
                 self._pages.move_to_end(key)
         if entry is None:
             html, extra = render(self.placeholder)
-            pieces = html.split(self.placeholder)
-            if len(pieces) != 2:
-                return html.replace(self.placeholder, value).encode(), extra
-            entry = (pieces[0].encode(), pieces[1].encode(), extra)
+            entry = ([piece.encode() for piece in html.split(self.placeholder)], extra)
             with self._lock:
                 self._pages[key] = entry
                 if len(self._pages) > self.limit:
                     self._pages.popitem(last=False)
-        return entry[0] + value.encode() + entry[1], entry[2]
+        return value.encode().join(entry[0]), entry[1]
