@@ -760,46 +760,42 @@ def sql(text: str) -> str:
 
 def insert(model: type[peewee.Model], **values) -> int:
     """INSERT one row (field defaults applied, values converted as peewee would);
-    returns its id. The statement text is built once per model and column set."""
+    returns its id."""
     meta = model._meta
     for field, default in meta.defaults.items():
         if field.name not in values:
             values[field.name] = default() if callable(default) else default
-    sqlite = is_sqlite()
-    key = (model, tuple(values), sqlite)
-    text = _inserts.get(key)
-    if text is None:
-        columns = ", ".join(f'"{meta.fields[name].column_name}"' for name in values)
-        marks = ", ".join("?" * len(values))
-        # names from the schema, never from input
-        text = f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({marks})'  # noqa: S608
-        text = text if sqlite else sql(text) + ' RETURNING "id"'
-        _inserts[key] = text
     params = [meta.fields[name].db_value(value) for name, value in values.items()]
-    cursor = database.execute_sql(text, params)
-    return cursor.lastrowid if sqlite else cursor.fetchone()[0]
+    cursor = database.execute_sql(_insert_text(meta, tuple(values), 1, returning=True), params)
+    return cursor.lastrowid if is_sqlite() else cursor.fetchone()[0]
 
 
 def insert_many(model: type[peewee.Model], rows: list[dict]) -> None:
-    """INSERT rows that name the same columns in one statement; its text is built once
-    per model, column set and number of rows."""
+    """INSERT rows that name the same columns in one statement."""
     meta = model._meta
     names = tuple(rows[0])
+    fields = [meta.fields[name] for name in names]
+    params = [field.db_value(r[field.name]) for r in rows for field in fields]
+    database.execute_sql(_insert_text(meta, names, len(rows), returning=False), params)
+
+
+def _insert_text(meta, names: tuple[str, ...], count: int, returning: bool) -> str:
+    """The INSERT of count rows of these columns, built once per table, column set and
+    number of rows."""
     sqlite = is_sqlite()
-    key = (model, names, len(rows), sqlite)
+    key = (meta.table_name, names, count, returning, sqlite)
     text = _inserts.get(key)
     if text is None:
         columns = ", ".join(f'"{meta.fields[name].column_name}"' for name in names)
         row = "(" + ", ".join("?" * len(names)) + ")"
         # names from the schema, never from input
         text = f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ' + ", ".join(  # noqa: S608
-            [row] * len(rows)
+            [row] * count
         )
-        text = text if sqlite else sql(text)
+        if not sqlite:
+            text = sql(text) + (' RETURNING "id"' if returning else "")
         _inserts[key] = text
-    fields = [meta.fields[name] for name in names]
-    params = [field.db_value(r[field.name]) for r in rows for field in fields]
-    database.execute_sql(text, params)
+    return text
 
 
 def first(model: type[peewee.Model], text: str, *params):
