@@ -387,10 +387,13 @@ def deliver_due(
             ", ".join(f"#{n}" for n in again),
         )
     tally = threading.Lock()  # the senders run side by side
+    record = SentRecords(hooks).record
 
     def send(row: OutboxMessage, session: Deliverer) -> bool:
         try:
-            outcome = send_claimed(row, claim, lease, deliverer, keys, hooks, breaker, session)
+            outcome = send_claimed(
+                row, claim, lease, deliverer, keys, hooks, breaker, session, record
+            )
         except Unrecorded as refused:
             if refused.sent:
                 with tally:
@@ -548,10 +551,11 @@ def send_claimed(
     hooks: Hooks,
     breaker: Breaker | None = None,
     session: Deliverer | None = None,
+    record: Callable[[OutboxMessage], str | None] | None = None,
 ) -> str | None:
     """Send one row this pass claimed, if the claim still holds; the outcome, or None
-    when another process holds the row now. Raises Unrecorded when the outcome could
-    not be written."""
+    when another process holds the row now. ``record`` writes a send down (the pass's
+    SentRecords). Raises Unrecorded when the outcome could not be written."""
     if not db.is_sqlite() and not _renewed(row, claim, lease):
         _lost(row)
         return None
@@ -578,7 +582,7 @@ def send_claimed(
     row.sent_at = clock.now()
     row.provider_id, row.last_status = receipt.provider_id[:64], receipt.status
     try:
-        return _write_sent(row, hooks)
+        return record(row) if record else _write_sent(row, hooks)
     except Exception as exc:
         log.error(
             "outbox: %s %s #%d was sent but that could not be recorded (%s): it is "
@@ -642,21 +646,77 @@ def _write_sent(row: OutboxMessage, hooks: Hooks) -> str | None:
 
 
 def _record_sent(row: OutboxMessage, hooks: Hooks, with_hooks: bool) -> str | None:
-    """At the time the relay took it, which may be a while before the database let it
-    be written down."""
     with db.write():
-        cursor = db.database.execute_sql(
-            db.sql(MARK_SENT),
-            (row.sent_at, row.attempts + 1, row.provider_id, row.last_status, row.id),
-        )
-        if cursor.rowcount != 1:
-            _lost(row)
-            return None
-        row.status = "sent"
-        if with_hooks:
-            hooks.sent(row)
+        return _mark_sent(row, hooks if with_hooks else None)
+
+
+def _mark_sent(row: OutboxMessage, hooks: Hooks | None) -> str | None:
+    """At the time the relay took it, which may be a while before the database let it
+    be written down; inside the caller's write transaction."""
+    cursor = db.database.execute_sql(
+        db.sql(MARK_SENT),
+        (row.sent_at, row.attempts + 1, row.provider_id, row.last_status, row.id),
+    )
+    if cursor.rowcount != 1:
+        _lost(row)
+        return None
+    row.status = "sent"
+    if hooks is not None:
+        hooks.sent(row)
     log.debug("outbox: sent %s %s #%d", row.kind, row.channel, row.id)
     return "sent"
+
+
+class SentRecords:
+    """A pass's sends written down together: a sender whose send went through waits
+    for its record (so no more than one send per sender is ever unrecorded), and while
+    one sender writes, those that finish meanwhile gather into the next transaction,
+    one commit (an fsync, a turn of the write lock) for all of them."""
+
+    def __init__(self, hooks: Hooks):
+        self.hooks = hooks
+        self._turn = threading.Condition()
+        self._waiting: list[OutboxMessage] = []
+        self._outcomes: dict[int, str | None | BaseException] = {}
+        self._writing = False
+
+    def record(self, row: OutboxMessage) -> str | None:
+        """The outcome of recording row's send; raises what the database raised."""
+        with self._turn:
+            self._waiting.append(row)
+            while self._writing and row.id not in self._outcomes:
+                self._turn.wait()
+            writes = row.id not in self._outcomes  # no one writes: this sender writes all
+            if writes:
+                self._writing = True
+                rows, self._waiting = self._waiting, []
+        if writes:
+            try:
+                outcomes = _write_all_sent(rows, self.hooks)
+            except BaseException as exc:
+                outcomes = dict.fromkeys((r.id for r in rows), exc)
+            with self._turn:
+                self._outcomes.update(outcomes)
+                self._writing = False
+                self._turn.notify_all()
+        with self._turn:
+            outcome = self._outcomes.pop(row.id)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def _write_all_sent(rows: list[OutboxMessage], hooks: Hooks) -> dict[int, str | None]:
+    """Record sends in one transaction; when one of them cannot be (its own fault, not
+    the database's), each on its own, so that fault stays with its row."""
+    if len(rows) > 1:
+        try:
+            with db.write():
+                return {row.id: _mark_sent(row, hooks) for row in rows}
+        except Exception as exc:
+            if db.is_away(exc):
+                raise
+    return {row.id: _write_sent(row, hooks) for row in rows}
 
 
 def _record_failure(row: OutboxMessage, claim: str, exc: DeliveryError, hooks: Hooks) -> str | None:
