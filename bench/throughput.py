@@ -1,6 +1,7 @@
 """Throughput against a bare baseline, side by side in one run: the product's routing
-page against a bare bottle + waitress hello, and the product's dispatch POST against a
-bare one-row SQLite insert with the same durability. Each figure and each ratio.
+page and a caller's status page against a bare bottle + waitress hello, and the
+product's dispatch POST against a bare one-row SQLite insert with the same
+durability. Each figure and each ratio.
 
     python bench/throughput.py [--rounds 3] [--seconds 8] [--connections 16]
 
@@ -113,6 +114,19 @@ def start_product(
     return [serve, sink], port, fields
 
 
+def status_path(port: int, fields: dict[str, str]) -> str:
+    """A caller's status page: one request submitted, its redirect followed."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    body = urllib.parse.urlencode({**fields, "phone": "+1 555 0100000"})
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    connection.request("POST", "/r/bench-firm", body, headers)
+    answer = connection.getresponse()
+    answer.read()
+    if answer.status != 303:
+        raise SystemExit(f"the bench request was not taken ({answer.status})")
+    return urllib.parse.urlsplit(answer.getheader("Location")).path
+
+
 def every_process_beats(config: Path, processes: int) -> None:
     """Until serve's other web processes answer too (connections wrk opens before that
     would all stay with the first)."""
@@ -176,6 +190,11 @@ def main() -> None:
         (
             "GET routing page vs GET hello",
             (port, "/r/bench-firm", None),
+            (bare_port, "/hello", None),
+        ),
+        (
+            "GET status page vs GET hello",
+            (port, status_path(port, fields), None),
             (bare_port, "/hello", None),
         ),
         (
