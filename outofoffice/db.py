@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import select
+import socket
 import sqlite3
 import threading
 import time
@@ -578,10 +579,17 @@ def singleton(name: str, wait: bool = False) -> Iterator[bool]:
 NOTIFY_CHANNEL = "outofoffice_outbox"
 
 
+# On SQLite the one delivering process takes wakes on a datagram socket beside the
+# database (the scheduler's lock file makes it the only one bound there).
+WAKE_SUFFIX = "-wake.sock"
+
+
 def notify() -> None:
-    """Wake every delivering process (PostgreSQL; inside a transaction the notice goes
-    at the commit). Polling stays the fallback."""
+    """Wake every delivering process: on PostgreSQL a NOTIFY (inside a transaction it
+    goes at the commit), on SQLite a datagram to the scheduler's socket. Polling stays
+    the fallback."""
     if is_sqlite():
+        _send_wake(_wake_path())
         return
     try:
         database.execute_sql(f"NOTIFY {NOTIFY_CHANNEL}")
@@ -629,6 +637,80 @@ class Listener(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join(timeout=5)
+
+
+def _wake_path() -> Path:
+    return Path(database.obj.database + WAKE_SUFFIX)
+
+
+@contextmanager
+def _socket_name(path: Path) -> Iterator[str]:
+    """path as a socket address that fits in 108 bytes however deep its folder is:
+    through the folder's /proc/self/fd entry."""
+    folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{path.name}"
+    finally:
+        os.close(folder)
+
+
+def _send_wake(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, _socket_name(path) as name:
+        sock.setblocking(False)
+        try:
+            sock.sendto(b"!", name)
+        except (FileNotFoundError, ConnectionRefusedError, BlockingIOError):
+            return  # no scheduler runs (it looks when it starts) or a wake waits for it
+
+
+class WakeSocket(threading.Thread):
+    """SQLite's Listener: the scheduler's socket beside the database, where the other
+    processes of the installation (web processes, commands) say that they queued
+    messages; one wake for each burst of them."""
+
+    def __init__(self, wake: Callable[[], None]):
+        super().__init__(name="listen", daemon=True)
+        self.wake = wake
+        self.path = _wake_path()
+        self.stopping = threading.Event()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            with _socket_name(self.path) as name:
+                self.path.unlink(missing_ok=True)  # a stopped scheduler's: this one holds the lock
+                self.sock.bind(name)
+        except OSError:
+            self.sock.close()
+            raise
+
+    def run(self) -> None:
+        while True:
+            self.sock.recv(16)
+            if self.stopping.is_set():
+                return
+            try:
+                while self.sock.recv(16, socket.MSG_DONTWAIT):
+                    continue
+            except BlockingIOError:
+                self.wake()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        _send_wake(self.path)
+        self.join(timeout=5)
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+def listener(wake: Callable[[], None]) -> Listener | WakeSocket | None:
+    """What wakes this process's scheduler when another process queues a message; None
+    when SQLite's socket cannot be made (the scheduler polls, as before)."""
+    if not is_sqlite():
+        return Listener(wake)
+    try:
+        return WakeSocket(wake)
+    except OSError as exc:
+        log.warning("other processes cannot wake the scheduler (it polls): %s", exc)
+        return None
 
 
 def vacuum(models: list[type[peewee.Model]]) -> None:

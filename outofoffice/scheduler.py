@@ -4,7 +4,7 @@ Started by ``serve`` and ``worker`` (never at import). On SQLite a lock file in 
 data dir keeps a second process from delivering the same outbox twice. On PostgreSQL
 any number of processes run it: rows are claimed (outbox.py, dispatch.py), once-only
 jobs take an advisory lock, and mail queued by a process without a scheduler of its own
-wakes them (LISTEN/NOTIFY).
+wakes them (LISTEN/NOTIFY; on SQLite a datagram to the scheduler's socket).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class Scheduler:
             DeliveryJob(self, OUTBOX_JOB, [c for c in channels if c != "webhook"]),
             DeliveryJob(self, WEBHOOK_JOB, [c for c in channels if c == "webhook"]),
         ]
-        self._listener: db.Listener | None = None
+        self._listener: db.Listener | db.WakeSocket | None = None
         self._scheduler = BackgroundScheduler(
             timezone="UTC",
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
@@ -132,8 +132,8 @@ class Scheduler:
             )
         self._scheduler.start()
         outbox.on_enqueue(self.wake_outbox)
-        if not db.is_sqlite():
-            self._listener = db.Listener(self.wake_outbox)
+        self._listener = db.listener(self.wake_outbox)
+        if self._listener is not None:
             self._listener.start()
         _running[self.lock_path] = self
         log.info("scheduler started")
