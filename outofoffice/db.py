@@ -695,8 +695,11 @@ class WakeSocket(threading.Thread):
 
     def stop(self) -> None:
         self.stopping.set()
-        _send_wake(self.path)
-        self.join(timeout=5)
+        try:
+            _send_wake(self.path)  # out of its recv
+            self.join(timeout=5)
+        except OSError as exc:  # its folder is gone: the daemon thread ends with the process
+            log.warning("could not stop listening for wakes: %s", exc)
         self.sock.close()
         self.path.unlink(missing_ok=True)
 

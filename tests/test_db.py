@@ -167,3 +167,26 @@ fcntl.flock(f, fcntl.LOCK_EX)
 print("held", flush=True)
 sys.stdin.read()
 """
+
+
+@pytest.mark.sqlite_only
+def test_another_process_wakes_the_sqlite_scheduler_however_deep_its_data_dir(
+    tmp_path, make_instance
+):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)  # a socket address holds 108 bytes
+    make_instance(storage={"data_dir": str(deep)})
+    woken = threading.Event()
+    listener = db.listener(woken.set)
+    listener.start()
+    try:
+        script = (
+            "import sys; from outofoffice import config, db; "
+            "db.bind(config.load(sys.argv[1])); db.notify()"
+        )
+        config_path = tmp_path / "config.toml"
+        subprocess.run([sys.executable, "-c", script, str(config_path)], check=True, timeout=60)
+        assert woken.wait(10)
+    finally:
+        listener.stop()
+    assert not listener.is_alive()
+    assert not list(deep.glob("*-wake.sock"))  # gone with the scheduler that made it
