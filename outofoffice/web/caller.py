@@ -169,11 +169,14 @@ def routing_page(slug: str):
 
 
 # What a caller's status page shows changes with the dispatch's history (every change
-# writes an event), with what the firm's pages show (the account, its vendors' names)
-# and with the firm's local day (times not today carry their day).
+# writes an event and sets updated_at: their count, since on PostgreSQL ids are not in
+# commit order), with what the firm's pages show (the account, its vendors' names) and
+# with the firm's local day (times not today carry their day). The firm's id, the
+# reference and the creation time keep apart a dispatch made under a deleted one's id.
 DISPATCH_VERSION = (
-    'SELECT "d"."id", "a"."timezone", COALESCE("v"."version", 0), '
-    '(SELECT MAX("e"."id") FROM "dispatch_event" AS "e" WHERE "e"."dispatch_id" = "d"."id") '
+    'SELECT "a"."timezone", "d"."id", "a"."id", "d"."reference", "d"."created_at", '
+    '"d"."updated_at", "d"."status", COALESCE("v"."version", 0), '
+    '(SELECT COUNT(*) FROM "dispatch_event" AS "e" WHERE "e"."dispatch_id" = "d"."id") '
     'FROM "dispatch" AS "d" JOIN "account" AS "a" ON "a"."id" = "d"."account_id" '
     'LEFT JOIN "pages_version" AS "v" ON "v"."account_id" = "a"."id" '
     """WHERE "d"."status_token_hash" = ? AND "a"."status" = 'active'"""
@@ -189,7 +192,7 @@ def status_page(token: str) -> bytes:
         raise fail(404, NO_STATUS)
     live = bottle.request.query.get("live") != "0"
     sent = bottle.request.query.get("sent") == "1"
-    today = routing.in_zone(found[1], clock.now()).date()
+    today = routing.in_zone(found[0], clock.now()).date()
 
     def render(_placeholder: str) -> tuple[str, FirmCard]:
         d = dispatch.by_status_token(token)
@@ -211,7 +214,7 @@ def status_page(token: str) -> bytes:
         )
         return html, FirmCard.of(d.account)
 
-    return _cached(("status", found[0], *found[2:], today, live, sent), render, "")
+    return _cached(("status", *found[1:], today, live, sent), render, "")
 
 
 def _joined(account: Account, value: str) -> Dispatch | None:
