@@ -678,7 +678,7 @@ class WakeSocket(threading.Thread):
             with _socket_name(self.path) as name:
                 self.path.unlink(missing_ok=True)  # a stopped scheduler's: this one holds the lock
                 self.sock.bind(name)
-        except OSError:
+        except Exception:
             self.sock.close()
             raise
 
@@ -688,18 +688,16 @@ class WakeSocket(threading.Thread):
             if self.stopping.is_set():
                 return
             try:
-                while self.sock.recv(16, socket.MSG_DONTWAIT):
+                # the rest of the burst (after stop() recv answers b"" at once)
+                while self.sock.recv(16, socket.MSG_DONTWAIT) or not self.stopping.is_set():
                     continue
             except BlockingIOError:
                 self.wake()
 
     def stop(self) -> None:
         self.stopping.set()
-        try:
-            _send_wake(self.path)  # out of its recv
-            self.join(timeout=5)
-        except OSError as exc:  # its folder is gone: the daemon thread ends with the process
-            log.warning("could not stop listening for wakes: %s", exc)
+        self.sock.shutdown(socket.SHUT_RDWR)  # its recv returns
+        self.join(timeout=5)
         self.sock.close()
         self.path.unlink(missing_ok=True)
 
@@ -711,7 +709,7 @@ def listener(wake: Callable[[], None]) -> Listener | WakeSocket | None:
         return Listener(wake)
     try:
         return WakeSocket(wake)
-    except OSError as exc:
+    except (OSError, AttributeError) as exc:  # AttributeError: no O_PATH (not Linux)
         log.warning("other processes cannot wake the scheduler (it polls): %s", exc)
         return None
 

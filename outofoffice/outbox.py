@@ -706,9 +706,12 @@ class SentRecords:
         return outcome
 
 
-def _write_all_sent(rows: list[OutboxMessage], hooks: Hooks) -> dict[int, str | None]:
+def _write_all_sent(
+    rows: list[OutboxMessage], hooks: Hooks
+) -> dict[int, str | None | BaseException]:
     """Record sends in one transaction; when one of them cannot be (its own fault, not
-    the database's), each on its own, so that fault stays with its row."""
+    the database's), each on its own, so that fault stays with its row: each row's
+    outcome, or what stopped its record."""
     if len(rows) > 1:
         try:
             with db.write():
@@ -716,7 +719,13 @@ def _write_all_sent(rows: list[OutboxMessage], hooks: Hooks) -> dict[int, str | 
         except Exception as exc:
             if db.is_away(exc):
                 raise
-    return {row.id: _write_sent(row, hooks) for row in rows}
+    outcomes: dict[int, str | None | BaseException] = {}
+    for row in rows:
+        try:
+            outcomes[row.id] = _write_sent(row, hooks)
+        except Exception as exc:  # that row's sender says so; the others are written
+            outcomes[row.id] = exc
+    return outcomes
 
 
 def _record_failure(row: OutboxMessage, claim: str, exc: DeliveryError, hooks: Hooks) -> str | None:
