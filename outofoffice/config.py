@@ -105,6 +105,31 @@ def _prefixed_or_empty(prefix: str, example: str) -> Callable[[str], str | None]
     return check
 
 
+STRIPE_WORD = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _stripe_secret_key(value: str) -> str | None:
+    # never echoed: it is a secret
+    if value and not (value.startswith(("sk_", "rk_")) and STRIPE_WORD.fullmatch(value)):
+        return "must be a Stripe secret key (sk_...) or restricted key (rk_...)"
+    return None
+
+
+def _webhook_secrets(value: str) -> str | None:
+    for line in value.splitlines():
+        if line.strip() and not (
+            line.strip().startswith("whsec_") and STRIPE_WORD.fullmatch(line.strip())
+        ):
+            return "must hold webhook signing secrets, whsec_..., one per line"
+    return None
+
+
+def _stripe_price(value: str) -> str | None:
+    if value and not (value.startswith("price_") and STRIPE_WORD.fullmatch(value)):
+        return f"must be a Stripe price id, price_..., got {value!r}"
+    return None
+
+
 def _ip_or_empty(value: str) -> str | None:
     if not value:
         return None
@@ -600,14 +625,60 @@ SCHEMA: dict[str, tuple[str, tuple[Key, ...]]] = {
         ),
     ),
     "billing": (
-        "Billing.",
+        "Billing: trials and subscriptions through Stripe, for an installation that serves "
+        "many firms (docs/billing.md). No caller is ever turned away for billing.",
         (
             Key(
                 "provider",
                 str,
                 "none",
-                '"none" or "stripe".',
+                '"none" (no billing at all) or "stripe".',
                 choices=("none", "stripe"),
+            ),
+            Key("trial_days", int, 14, "Days of trial from signup.", minimum=1, maximum=365),
+            Key(
+                "grace_days",
+                int,
+                14,
+                "Days of full service after a trial or a subscription ends, before limited mode.",
+                minimum=0,
+                maximum=365,
+            ),
+        ),
+    ),
+    "billing.stripe": (
+        "Stripe: the secret key, the webhook signing secrets and the price to subscribe to.",
+        (
+            Key(
+                "secret_key",
+                str,
+                "",
+                "The secret (or restricted) key, sk_... or rk_...; better as secret_key_file.",
+                secret=True,
+                check=_stripe_secret_key,
+            ),
+            Key(
+                "webhook_secret",
+                str,
+                "",
+                "The webhook signing secret, whsec_...; in webhook_secret_file one per line "
+                "(old and new while rotating).",
+                secret=True,
+                check=_webhook_secrets,
+            ),
+            Key(
+                "price_id",
+                str,
+                "",
+                "The price owners subscribe to, price_...",
+                check=_stripe_price,
+            ),
+            Key(
+                "api_url",
+                str,
+                "https://api.stripe.com",
+                "Stripe's API address; https:// unless on this machine.",
+                check=_https_unless_loopback,
             ),
         ),
     ),
@@ -803,7 +874,10 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Config:
                 err = error_for(section, file_key)
                 if table.get(key.name):
                     raise err(f"set {key.name} or {file_key}, not both")
-                values[key.name] = _read_secret_file(base / table[file_key], err)
+                secret = _read_secret_file(base / table[file_key], err)
+                if key.check and (problem := key.check(secret)):
+                    raise err(f"{table[file_key]}: {problem}")
+                values[key.name] = secret
         given = set(values)
         for key in keys.values():
             raw = values.get(key.name, key.default)
@@ -875,6 +949,14 @@ def _cross_check(config: Config, error_for: Callable[..., Callable[[str], Config
             f"must be at least 3 x [mail.smtp] timeout ({3 * smtp.timeout}), so that one "
             f"slow send never outlasts its claim, got {lease}"
         )
+    stripe = config.billing.stripe
+    if config.billing.provider == "stripe":
+        for name in ("secret_key", "webhook_secret", "price_id"):
+            if not getattr(stripe, name):
+                also = f" (or set {name}_file)" if name != "price_id" else ""
+                raise error_for("billing.stripe", name)(
+                    f'is required when [billing] provider = "stripe"{also}'
+                )
     twilio = config.sms.twilio
     if config.sms.provider == "twilio":
         for name in ("account_sid", "auth_token"):

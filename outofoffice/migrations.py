@@ -114,6 +114,11 @@ def _v8_status_pages(database: peewee.Database) -> None:
     db.count_changes("vendor", "pages_version")
 
 
+def _v9_billing(database: peewee.Database) -> None:
+    """Trials and Stripe subscriptions, the webhook events handled, the notices sent."""
+    database.create_tables([models.AccountBilling, models.BillingEvent, models.BillingNotice])
+
+
 STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("initial schema", _v1_initial),
     ("when each background job last ran", _v2_job_runs),
@@ -123,6 +128,7 @@ STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("SMS, push and webhooks", _v6_channels),
     ("routing pages from a cache", _v7_pages_version),
     ("status pages from a cache", _v8_status_pages),
+    ("billing: trials and subscriptions", _v9_billing),
 ]
 LATEST = len(STEPS)
 

@@ -304,6 +304,44 @@ class Setting(BaseModel):
     value = peewee.TextField()
 
 
+class AccountBilling(BaseModel):
+    """An account's trial and Stripe subscription (schema step 9): ids, status and
+    period end only, never card data. A table of its own, so billing's writes do not
+    count as changes to the routing pages."""
+
+    account = _fk(Account, unique=True)
+    trial_started_at = peewee.DateTimeField()
+    trial_ends_at = peewee.DateTimeField()
+    customer_id = peewee.CharField(max_length=255, default="", index=True)
+    subscription_id = peewee.CharField(max_length=255, default="", index=True)
+    status = peewee.CharField(max_length=32, default="")  # Stripe's subscription status
+    period_end = peewee.DateTimeField(null=True)
+    ended_at = peewee.DateTimeField(null=True)  # when the subscription ended, if it has
+    # when Stripe was last asked: a read older than this one never replaces it
+    checked_at = peewee.DateTimeField(null=True)
+
+
+class BillingEvent(BaseModel):
+    """A webhook event handled, by Stripe's id for it: a repeat acts no more. Swept
+    after 30 days (Stripe retries for three)."""
+
+    event_id = peewee.CharField(max_length=255, unique=True)
+    received_at = peewee.DateTimeField(default=clock.now, index=True)
+
+
+class BillingNotice(BaseModel):
+    """A billing email sent: one per account, kind and occasion (the trial's end, a
+    subscription's period), however many processes or webhooks see the same state."""
+
+    account = _fk(Account)
+    kind = peewee.CharField(max_length=32)
+    occasion = peewee.CharField(max_length=128)
+    sent_at = peewee.DateTimeField(default=clock.now)
+
+    class Meta:
+        indexes = ((("account", "kind", "occasion"), True),)
+
+
 # The tables of schema version 1, as migration step 1 creates them.
 V1_MODELS = [
     Account,
@@ -332,4 +370,7 @@ MODELS = [
     WebhookEndpoint,
     SmsReply,
     PagesVersion,
+    AccountBilling,
+    BillingEvent,
+    BillingNotice,
 ]
