@@ -272,10 +272,17 @@ def set_status(slug: str, status: str, config=None) -> Account:
     return account
 
 
-def request_deletion(account: Account) -> None:
+def request_deletion(account: Account, instance: Instance) -> None:
     """The owner's (or admin's) deletion: at once the owner is signed out, the routing
-    page closes and every link stops working; the next sweep deletes the data."""
+    page closes and every link stops working, and a subscription is canceled (from the
+    outbox); the next sweep deletes the data."""
+    from outofoffice import billing
+
     with db.write():
+        if billing.enabled(instance.config):
+            from outofoffice.billing.cancellation import queue_cancellation
+
+            queue_cancellation(instance, account)
         account.status = "deleting"
         account.deletion_requested_at = clock.now()
         account.save(only=[Account.status, Account.deletion_requested_at])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from outofoffice import __version__, accounts, config, db, keys, migrations, outbox
+from outofoffice import __version__, accounts, billing, clock, config, db, keys, migrations, outbox
 from outofoffice.instance import Instance, InstanceError
 from outofoffice.mail import MailError, Message
 
@@ -474,8 +474,26 @@ def accounts_show(state: State, slug: str) -> None:
             "vendors": Vendor.select().where(Vendor.account == account).count(),
             "dispatches": Dispatch.select().where(Dispatch.account == account).count(),
         }
+        if billing.enabled(inst.config):
+            info |= _billing_facts(account, inst.config)
     for key, value in info.items():
         click.echo(f"{key + ':':<16}{value}")
+
+
+def _billing_facts(account, config) -> dict[str, str]:
+    """The billing state and days left, and the subscription as last read from Stripe."""
+    from outofoffice.billing.state import row_of, service_state
+
+    now = clock.now()
+    row = row_of(account, config.billing.trial_days)
+    found = service_state(row, now, config.billing.grace_days)
+    days = found.days_left(now)
+    left = f" ({days} day{'s' * (days != 1)} left)" if days is not None else ""
+    facts = {"billing": found.label() + left}
+    if row.subscription_id:
+        end = row.period_end.strftime("%Y-%m-%d") if row.period_end else "-"
+        facts["subscription"] = f"{row.subscription_id} ({row.status}, period end {end})"
+    return facts
 
 
 def _set_status(state: State, slug: str, status: str) -> None:
@@ -525,7 +543,7 @@ def accounts_sign_out(state: State, slug: str | None, everyone: bool) -> None:
 @pass_state
 def accounts_delete(state: State, slug: str, yes: bool) -> None:
     """Delete an account: closed at once, its data deleted at the next sweep."""
-    state.instance()
+    instance = state.instance()
     with db.connection():
         account = _get_account(slug)
         if account.status == "deleting":
@@ -534,7 +552,7 @@ def accounts_delete(state: State, slug: str, yes: bool) -> None:
             click.confirm(
                 f"Delete {account.business_name} ({slug}) and everything it holds?", abort=True
             )
-        accounts.request_deletion(account)
+        accounts.request_deletion(account, instance)
     click.echo(
         f"{slug} is closed; its data goes at the next sweep (within the hour, "
         "or now with `outofoffice sweep`)"

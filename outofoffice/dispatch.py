@@ -19,6 +19,7 @@ import peewee
 from outofoffice import (
     abuse,
     accounts,
+    billing,
     clock,
     db,
     events,
@@ -333,6 +334,8 @@ def queue_offer(instance: Instance, d: Dispatch, vendor: Vendor) -> None:
     always, SMS when their phone can take one, push to their ntfy topic."""
     queue_vendor_email(instance, d, vendor)
     ways = set(vendor.channels or ()) & set(instance.deliverers)
+    if "sms" in ways and billing.sms_paused(instance.config, d.account):
+        ways.discard("sms")
     emergency = is_emergency(d)
     common = dict(kind="vendor", account=d.account, dispatch=d, vendor=vendor, emergency=emergency)
     if "sms" in ways and (phone := sms.e164(vendor.phone)):
@@ -361,6 +364,8 @@ def text_caller(instance: Instance, d: Dispatch, text: Callable[[], str]) -> Non
     stored encrypted here as everywhere."""
     account = d.account
     if not account.caller_sms or "sms" not in instance.deliverers:
+        return
+    if billing.sms_paused(instance.config, account):
         return
     phone = sms.e164(instance.keys.decrypt(d.caller_phone))
     if phone is None:

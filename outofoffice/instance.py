@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from outofoffice import db, heartbeat, keys, migrations, traffic
+from outofoffice import billing, db, heartbeat, keys, migrations, traffic
 from outofoffice.channels import deliverers_for
 from outofoffice.channels.base import Deliverer
 from outofoffice.config import Config
@@ -113,6 +113,10 @@ class Instance:
                 else:
                     migrations.require_current()
                 _check_same_key(config, secret)
+                if billing.enabled(config):
+                    from outofoffice.billing.lifecycle import note_switched_on
+
+                    note_switched_on()
         except InstanceError:
             raise
         except db.DatabaseError as exc:
@@ -138,8 +142,14 @@ class Instance:
     @cached_property
     def deliverers(self) -> dict[str, Deliverer]:
         """The channels this installation sends by, each with its deliverer: email
-        always, SMS and push when configured, webhooks always (owners add them)."""
-        return {"email": self.mailer, **deliverers_for(self.config)}
+        always, SMS and push when configured, webhooks always (owners add them), and the
+        billing provider's cancellations when billing is on."""
+        found = {"email": self.mailer, **deliverers_for(self.config)}
+        if billing.enabled(self.config):  # a deleted account's subscription is canceled
+            from outofoffice.billing.cancellation import Cancellation
+
+            found["billing"] = Cancellation(self.config)
+        return found
 
     @cached_property
     def deliveries(self) -> dict[str, Delivery]:

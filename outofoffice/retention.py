@@ -21,6 +21,9 @@ from outofoffice.config import Config
 from outofoffice.mail.filedrop import FileMailer
 from outofoffice.models import (
     Account,
+    AccountBilling,
+    BillingEvent,
+    BillingNotice,
     Category,
     Dispatch,
     DispatchEvent,
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 SMS_REPLY_DAYS = 30
+BILLING_EVENT_DAYS = 30
 
 
 def _delete_in_batches(model: type[peewee.Model], condition) -> int:
@@ -152,6 +156,13 @@ def sms_replies(config: Config) -> int:
     return _delete_in_batches(SmsReply, SmsReply.received_at <= cutoff)
 
 
+def billing_events(config: Config) -> int:
+    """The record of Stripe's webhook events handled, kept 30 days: Stripe sends an
+    event again for three days at most."""
+    cutoff = clock.now() - timedelta(days=BILLING_EVENT_DAYS)
+    return _delete_in_batches(BillingEvent, BillingEvent.received_at <= cutoff)
+
+
 SWEEPS: dict[str, Callable[[Config], int]] = {
     "magic links": magic_links,
     "sessions": sessions,
@@ -162,6 +173,7 @@ SWEEPS: dict[str, Callable[[Config], int]] = {
     "invitations": invitations,
     "request counts": request_counts,
     "SMS replies": sms_replies,
+    "billing events": billing_events,
 }
 
 
@@ -186,11 +198,14 @@ SWEPT: dict[str, tuple[type[peewee.Model], ...]] = {
         MagicLink,
         Session,
         Invite,
+        AccountBilling,
+        BillingNotice,
     ),
     "slug holds": (SlugHold,),
     "invitations": (Invite,),
     "request counts": (RequestCount,),
     "SMS replies": (SmsReply,),
+    "billing events": (BillingEvent,),
 }
 
 

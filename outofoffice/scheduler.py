@@ -18,7 +18,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from outofoffice import db, dispatch, heartbeat, notify, outbox, retention
+from outofoffice import billing, db, dispatch, heartbeat, notify, outbox, retention
 from outofoffice.config import Config
 from outofoffice.instance import Instance
 from outofoffice.senders import Senders
@@ -32,6 +32,8 @@ ESCALATION_JOB = "escalation"
 ESCALATION_INTERVAL_SECONDS = 20
 DIGEST_JOB = "digest"
 SWEEP_JOB = "sweep"
+BILLING_NOTICES_JOB = "billing-notices"
+BILLING_RECONCILE_JOB = "billing-reconcile"
 LOCK_NAME = "scheduler.lock"
 
 _running: dict[Path, Scheduler] = {}
@@ -126,6 +128,11 @@ class Scheduler:
             (self.send_digests, DIGEST_JOB, {"minutes": 5}),
             (self.sweep, SWEEP_JOB, {"hours": 1}),
         ]
+        if billing.enabled(self.instance.config):
+            jobs += [
+                (self.billing_notices, BILLING_NOTICES_JOB, {"hours": 1}),
+                (self.billing_reconcile, BILLING_RECONCILE_JOB, {"hours": 1}),  # daily
+            ]
         for func, job_id, every in jobs:
             self._scheduler.add_job(
                 func, "interval", id=job_id, replace_existing=True, next_run_time=now, **every
@@ -172,6 +179,21 @@ class Scheduler:
         with db.connection(), db.singleton(SWEEP_JOB) as mine:
             if mine:
                 retention.sweep_all(self.instance.config)
+
+    def billing_notices(self) -> None:
+        from outofoffice.billing import lifecycle
+
+        with db.connection(), db.singleton(BILLING_NOTICES_JOB) as mine:
+            if mine and (count := lifecycle.send_notices(self.instance)):
+                log.info("billing: %d notice(s) to owners", count)
+
+    def billing_reconcile(self) -> None:
+        """Every subscription re-read from the provider, for the webhooks that never came."""
+        from outofoffice.billing import lifecycle
+
+        with db.connection(), db.singleton(BILLING_RECONCILE_JOB) as mine:
+            if mine and (count := lifecycle.reconcile(self.instance)):
+                log.info("billing: %d subscription(s) changed since their last webhook", count)
 
     def send_digests(self) -> None:
         with db.connection(), db.singleton(DIGEST_JOB) as mine:

@@ -186,7 +186,7 @@ def test_a_deletion_sweep_vacuums_every_table_it_removed_rows_from(instance, fir
     dispatch.submit(instance, firm["account"], request_form(firm))
     mailbox.deliver()
     with db.connection():
-        accounts.request_deletion(Account.get_by_id(firm["account"].id))
+        accounts.request_deletion(Account.get_by_id(firm["account"].id), instance)
     assert sweep(instance)["account deletions"] == 1
     tables = {"account", "dispatch", "dispatch_event", "outbox", "vendor", "ip_record"}
     deadline = time.monotonic() + 10
@@ -295,7 +295,7 @@ def test_retention_longer_than_the_promise_is_refused_by_name(tmp_path):
 
 def test_once_deletion_is_asked_no_vendor_hears_of_the_firm_again(instance, firm, mailbox):
     dispatch.submit(instance, firm["account"], request_form(firm))
-    accounts.request_deletion(Account.get_by_id(firm["account"].id))
+    accounts.request_deletion(Account.get_by_id(firm["account"].id), instance)
     clock.advance(timedelta(minutes=20))
     assert dispatch.escalate_due(instance) == 0
     assert mailbox.deliver() == []

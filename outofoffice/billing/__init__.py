@@ -16,6 +16,17 @@ def enabled(config: Config) -> bool:
     return config.billing.provider != "none"
 
 
+def sms_paused(config: Config, account) -> bool:
+    """Limited mode pauses SMS (it costs the installation per message); email, and so
+    every caller's request, goes on in every state."""
+    if not enabled(config):
+        return False
+    from outofoffice import clock
+    from outofoffice.billing.state import state_of
+
+    return state_of(account, config, clock.now()).limited
+
+
 def provider_for(config: Config) -> BillingProvider:
     """The provider [billing] names; only called when billing is on."""
     if config.billing.provider == "stripe":

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 # The provider's statuses that give full service, and those that mean it is over.
 LIVE = ("active", "trialing")
 ENDED = ("canceled", "unpaid", "incomplete_expired", "paused")
+FINAL = ("canceled", "incomplete_expired")  # after these a subscription never changes
 
 
 class BillingError(Exception):

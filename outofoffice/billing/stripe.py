@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from outofoffice import clock
 from outofoffice.billing.base import (
+    FINAL,
     BillingError,
     BillingProvider,
     Event,
@@ -120,8 +121,11 @@ class StripeBilling(BillingProvider):
             "Accept": "application/json",
         }
         if method == "POST":
+            # the parameters' digest in the key: the same request again is the same
+            # checkout, a changed one (a day less of trial) is a new one, not an error
+            digest = hashlib.sha256(data).hexdigest()[:16]
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-            headers["Idempotency-Key"] = key
+            headers["Idempotency-Key"] = f"{key}-{digest}"
         tries = 2 if method == "POST" else 1
         for attempt in range(tries):
             # api_url is validated as https (http only on loopback)
@@ -209,8 +213,12 @@ class StripeBilling(BillingProvider):
         try:
             self._call("DELETE", f"/v1/subscriptions/{quoted}")
         except BillingError as exc:
-            if not exc.missing:
-                raise
+            if exc.missing:
+                return
+            # Stripe refuses to cancel what has ended already: that is done too
+            if exc.status == 400 and self.subscription(subscription_id).status in FINAL:
+                return
+            raise
 
     def verify(self, body: bytes, signature: str, now: float) -> Event:
         pairs = [item.split("=", 1) for item in signature.split(",") if "=" in item]

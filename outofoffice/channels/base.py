@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from outofoffice.keys import Keys
     from outofoffice.models import OutboxMessage
 
-CHANNELS = ("email", "sms", "push", "webhook")
+CHANNELS = ("email", "sms", "push", "webhook", "billing")  # billing: a provider's cancels
 
 
 class DeliveryError(Exception):

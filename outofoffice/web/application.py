@@ -13,7 +13,18 @@ from outofoffice import db
 from outofoffice.config import Config, is_loopback
 from outofoffice.instance import Instance
 from outofoffice.policy import REQUEST_BODY_MAX
-from outofoffice.web import auth, caller, dashboard, health, public, reports, sms, vendor, webhooks
+from outofoffice.web import (
+    auth,
+    billing,
+    caller,
+    dashboard,
+    health,
+    public,
+    reports,
+    sms,
+    vendor,
+    webhooks,
+)
 from outofoffice.web.context import (
     FirmCards,
     UserError,
@@ -275,6 +286,6 @@ def create_app(config: Config, instance: Instance | None = None) -> App:
 
     app.default_error_handler = error_page  # every status, even ones bottle makes itself
 
-    for area in (public, health, auth, caller, vendor, dashboard, reports, sms, webhooks):
+    for area in (public, health, auth, caller, vendor, dashboard, reports, sms, webhooks, billing):
         area.install(app)
     return app

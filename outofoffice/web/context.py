@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 import bottle
 
-from outofoffice import accounts
+from outofoffice import accounts, billing, clock
+from outofoffice.billing.state import state_of
 from outofoffice.instance import Instance
 from outofoffice.keys import same
 from outofoffice.templating import render
@@ -78,12 +79,24 @@ def owner():
     return found[1] if found else None
 
 
+# What a firm in limited mode may still change: its billing, and its deletion.
+LIMITED_MAY_POST = ("/dashboard/billing/", "/dashboard/account/delete")
+LIMITED = (
+    "Your dashboard is read-only until you subscribe: see Billing. Callers are still "
+    "served: their requests reach your vendors by email as usual."
+)
+
+
 def require_owner():
     found = owner()
     if found is None:
         if bottle.request.method == "GET":
             see_other("/login")
         raise fail(403, "Please log in again.")
+    if bottle.request.method == "POST" and not bottle.request.path.startswith(LIMITED_MAY_POST):
+        config = instance().config
+        if billing.enabled(config) and state_of(found, config, clock.now()).limited:
+            raise fail(403, LIMITED)
     return found
 
 

@@ -14,6 +14,8 @@ import bottle
 
 from outofoffice import (
     accounts,
+    billing,
+    clock,
     db,
     dispatch,
     dispatch_list,
@@ -23,6 +25,7 @@ from outofoffice import (
     routing,
     timeline,
 )
+from outofoffice.billing import state as billing_state
 from outofoffice.errors import ValidationError
 from outofoffice.models import Dispatch, DispatchEvent
 from outofoffice.web.context import (
@@ -58,7 +61,14 @@ def dashboard_page(template: str, status: int = 200, **context) -> str:
     labels = owner_setup.labels(owner)
     rules = {route.rule for route in bottle.request.app.routes if route.method == "GET"}
     areas = [(label or labels["subjects"], path) for label, path in AREAS if path in rules]
-    return page(template, status=status, areas=areas, labels=labels, **context)
+    config = instance().config
+    banner = ""
+    if billing.enabled(config):
+        now = clock.now()
+        banner = billing_state.banner(billing_state.state_of(owner, config, now), now)
+    return page(
+        template, status=status, areas=areas, labels=labels, billing_banner=banner, **context
+    )
 
 
 def form_dict() -> dict[str, str]:
@@ -574,7 +584,7 @@ def delete_account():
     owner = require_owner()
     if (bottle.request.forms.getunicode("confirm", "") or "").strip().lower() != owner.slug:
         return account_page({"confirm": f"Type {owner.slug} to confirm."}, 400)
-    accounts.request_deletion(owner)
+    accounts.request_deletion(owner, instance())
     bottle.request.environ.pop("oop.current", None)  # signed out from here on
     bottle.response.set_header("Set-Cookie", session_cookie("", 0))
     return page("account_deleted.html", business=owner.business_name)

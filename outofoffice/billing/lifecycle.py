@@ -1,0 +1,307 @@
+"""How an account's billing moves: webhooks and the daily re-read store what the
+provider says, and the notices follow from the state.
+
+Every change is a read-then-write under the account's lock, so webhooks handled side by
+side by two processes, the daily job and a duplicate delivery all end in one state and
+one email. The provider is asked before the transaction opens (a slow Stripe never
+holds a lock); what it said is kept only if no later answer was stored meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from outofoffice import clock, db, notify, outbox, retention
+from outofoffice.billing import enabled, provider_for
+from outofoffice.billing.base import ENDED, FINAL, LIVE, BillingError, Event, Subscription
+from outofoffice.billing.state import SINCE_SETTING, ServiceState, row_of, service_state
+from outofoffice.models import (
+    Account,
+    AccountBilling,
+    BillingEvent,
+    BillingNotice,
+    JobRun,
+    Setting,
+)
+
+if TYPE_CHECKING:
+    from outofoffice.instance import Instance
+
+log = logging.getLogger(__name__)
+
+
+def note_switched_on() -> None:
+    """Remember when billing was first seen on (accounts from before get a fresh trial
+    from then); written once, whichever process starts first."""
+    if Setting.get_or_none(Setting.name == SINCE_SETTING) is None:
+        with db.write():
+            Setting.insert(
+                name=SINCE_SETTING, value=clock.now().isoformat()
+            ).on_conflict_ignore().execute()
+
+
+def ensure_trials(config) -> int:
+    """Store the trial of every account that has none stored yet, so a change of
+    trial_days later moves no trial already running."""
+    missing = Account.select().where(
+        ~Account.id.in_(AccountBilling.select(AccountBilling.account)),
+        Account.status == "active",
+    )
+    made = 0
+    for account in missing:
+        with db.write():
+            db.lock(("billing", account.id))
+            if AccountBilling.get_or_none(AccountBilling.account == account) is None:
+                row_of(account, config.billing.trial_days).save(force_insert=True)
+                made += 1
+    return made
+
+
+def _locked_row(account: Account, trial_days: int) -> AccountBilling:
+    """The account's row, under its lock; stored now if it was not yet."""
+    db.lock(("billing", account.id))
+    row = AccountBilling.get_or_none(AccountBilling.account == account)
+    if row is None:
+        row = row_of(account, trial_days)
+        row.save(force_insert=True)
+    return row
+
+
+def _takes(row: AccountBilling, sub: Subscription, fetched_at: datetime) -> bool:
+    """Whether this answer may replace what is stored: not one read before the stored
+    one, nor an old subscription's end over a different one that runs."""
+    if row.checked_at is not None and fetched_at < row.checked_at:
+        return False
+    running = row.status in LIVE or row.status == "past_due"
+    return not (
+        row.subscription_id
+        and row.subscription_id != sub.id
+        and running
+        and sub.status not in LIVE
+        and sub.status != "past_due"
+    )
+
+
+def _store(row: AccountBilling, sub: Subscription, fetched_at: datetime) -> None:
+    row.subscription_id = sub.id
+    row.customer_id = sub.customer or row.customer_id
+    row.status = sub.status
+    row.period_end = sub.period_end
+    row.ended_at = sub.ended_at or ((row.ended_at or fetched_at) if sub.status in ENDED else None)
+    row.checked_at = fetched_at
+    row.save()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a webhook did: ``handled``, ``duplicate`` or ``ignored`` (nothing of ours)."""
+
+    result: str
+    account_id: int | None = None
+
+
+def _account_for(event: Event, sub: Subscription | None) -> Account | None:
+    candidates = [sub.account_id if sub else None, event.account_id]
+    for account_id in candidates:
+        if account_id is not None:
+            found = Account.get_or_none(Account.id == account_id)
+            if found is not None:
+                return found
+    for field, value in (
+        (AccountBilling.subscription_id, sub.id if sub else event.subscription_id),
+        (AccountBilling.customer_id, sub.customer if sub else event.customer_id),
+    ):
+        if value:
+            row = AccountBilling.get_or_none(field == value)
+            if row is not None:
+                return row.account
+    return None
+
+
+def _subscription_named(event: Event) -> str:
+    if event.subscription_id:
+        return event.subscription_id
+    if event.customer_id:  # an event about the customer: their stored subscription
+        row = AccountBilling.get_or_none(AccountBilling.customer_id == event.customer_id)
+        if row is not None:
+            return row.subscription_id
+    return ""
+
+
+def handle_event(instance: Instance, event: Event) -> Outcome:
+    """A verified webhook: once per event id, the subscription re-read from the API (the
+    payload may be older than another event already handled). BillingError when the
+    provider cannot be asked: nothing is written, and the webhook answers 500 so the
+    provider sends it again."""
+    if BillingEvent.select().where(BillingEvent.event_id == event.id).exists():
+        return Outcome("duplicate")
+    sub = None
+    subscription_id = _subscription_named(event)
+    fetched_at = clock.now()
+    if subscription_id:
+        try:
+            sub = provider_for(instance.config).subscription(subscription_id)
+        except BillingError as exc:
+            if not exc.missing:
+                raise
+            log.warning("billing: event %s names a subscription Stripe does not know", event.id)
+    account = _account_for(event, sub)
+    with db.write():
+        db.lock(("billing-event", event.id))
+        if BillingEvent.select().where(BillingEvent.event_id == event.id).exists():
+            return Outcome("duplicate")
+        BillingEvent.create(event_id=event.id, received_at=clock.now())
+        if account is None or sub is None:
+            return Outcome("ignored", account.id if account else None)
+        row = _locked_row(account, instance.config.billing.trial_days)
+        if _takes(row, sub, fetched_at):
+            _store(row, sub, fetched_at)
+        queued = _queue_notices(instance, account, row, clock.now())
+    if queued:
+        outbox.wake()
+    return Outcome("handled", account.id)
+
+
+RECONCILE_JOB = "billing-reconcile"
+RECONCILE_EVERY = timedelta(hours=23)
+
+
+def reconcile(instance: Instance, force: bool = False) -> int:
+    """The daily job: re-read every subscription that can still change, so a webhook
+    that never came moves the state all the same. Returns how many changed. The
+    scheduler asks every hour; it runs once a day for the installation, whichever
+    process asks (``force``: now)."""
+    last = JobRun.get_or_none(JobRun.job == RECONCILE_JOB)
+    if not force and last is not None and clock.now() - last.finished_at < RECONCILE_EVERY:
+        return 0
+    provider = provider_for(instance.config)
+    changed = 0
+    rows = AccountBilling.select().where(
+        AccountBilling.subscription_id != "", AccountBilling.status.not_in(FINAL)
+    )
+    for stored in list(rows):
+        fetched_at = clock.now()
+        try:
+            sub = provider.subscription(stored.subscription_id)
+        except BillingError as exc:
+            log.warning("billing: could not re-read a subscription: %s", exc)
+            continue
+        with db.write():
+            row = _locked_row(stored.account, instance.config.billing.trial_days)
+            if row.subscription_id == sub.id and _takes(row, sub, fetched_at):
+                before = (row.status, row.period_end)
+                _store(row, sub, fetched_at)
+                changed += before != (row.status, row.period_end)
+                _queue_notices(instance, row.account, row, clock.now())
+    retention.record_run(RECONCILE_JOB, {"changed": changed})
+    return changed
+
+
+# --- the notices ------------------------------------------------------------------------
+
+SUBJECTS = {
+    "trial_7d": "Your trial ends in {days} days",
+    "trial_1d": "Your trial ends tomorrow",
+    "trial_ended": "Your trial has ended",
+    "payment_failed": "A payment failed",
+    "payment_recovered": "Your payment went through",
+    "subscription_canceled": "Your subscription is canceled",
+    "grace_1d": "Your grace period ends tomorrow",
+    "limited": "Your dashboard is read-only now",
+}
+KINDS = tuple(SUBJECTS)
+
+
+def _due(row: AccountBilling, state: ServiceState, now: datetime) -> list[tuple[str, str]]:
+    """The notices this state calls for, each with its occasion: the same occasion
+    never gets the same notice twice."""
+    due = []
+    trial_end = row.trial_ends_at.isoformat()
+    ended = (
+        f"subscription:{row.subscription_id}"
+        if state.ended == "subscription"
+        else (f"trial:{trial_end}")
+    )
+    if state.name == "trial":
+        left = row.trial_ends_at - now
+        long_enough = row.trial_ends_at - row.trial_started_at > timedelta(days=7)
+        if timedelta(days=1) < left <= timedelta(days=7) and long_enough:
+            due.append(("trial_7d", trial_end))
+        elif left <= timedelta(days=1):
+            due.append(("trial_1d", trial_end))
+    elif state.name in ("grace", "limited"):
+        due.append(("trial_ended" if state.ended == "trial" else "subscription_canceled", ended))
+        if state.name == "grace" and state.until - now <= timedelta(days=1):
+            due.append(("grace_1d", ended))
+        if state.name == "limited":
+            due.append(("limited", ended))
+    elif state.name == "past_due":
+        period = row.period_end.isoformat() if row.period_end else ""
+        due.append(("payment_failed", f"{row.subscription_id}:{period}"))
+    elif state.name == "active":
+        failed = BillingNotice.select(BillingNotice.occasion).where(
+            BillingNotice.account == row.account_id,
+            BillingNotice.kind == "payment_failed",
+            BillingNotice.occasion.startswith(f"{row.subscription_id}:"),
+        )
+        due += [("payment_recovered", n.occasion) for n in failed]
+    return due
+
+
+def _queue_notices(instance: Instance, account: Account, row: AccountBilling, now) -> int:
+    """Inside the caller's transaction, under the account's lock: queue the notices due
+    and not yet sent, and record each as sent with it."""
+    if account.status != "active":
+        return 0
+    options = instance.config.billing
+    state = service_state(row, now, options.grace_days)
+    queued = 0
+    for kind, occasion in _due(row, state, now):
+        sent = BillingNotice.select().where(
+            BillingNotice.account == account,
+            BillingNotice.kind == kind,
+            BillingNotice.occasion == occasion,
+        )
+        if sent.exists():
+            continue
+        BillingNotice.create(account=account, kind=kind, occasion=occasion, sent_at=now)
+        days = state.days_left(now) if state.until else None
+        notify._queue(
+            instance,
+            account,
+            "billing",
+            SUBJECTS[kind].format(days=days),
+            "billing_notice",
+            notice=kind,
+            state=state,
+            days=days,
+            until=state.until,
+            trial_ends=row.trial_ends_at,
+            billing_url=instance.url("/dashboard/billing"),
+        )
+        queued += 1
+    return queued
+
+
+def send_notices(instance: Instance) -> int:
+    """The hourly job: the reminders and notices that time alone brings (a trial's last
+    week, grace ending); webhooks queue the rest as they come."""
+    if not enabled(instance.config):
+        return 0
+    ensure_trials(instance.config)
+    now = clock.now()
+    queued = 0
+    accounts = Account.select(Account.id).where(Account.status == "active")
+    for (account_id,) in accounts.tuples():
+        with db.write():
+            account = Account.get_or_none(Account.id == account_id)
+            if account is None or account.status != "active":
+                continue
+            row = _locked_row(account, instance.config.billing.trial_days)
+            queued += _queue_notices(instance, account, row, now)
+    if queued:
+        outbox.wake()
+    return queued
