@@ -31,6 +31,8 @@ PURPOSES = (
     "phone-digest",
     "key-check",
     "joined",
+    "billing-reference",  # names an account to Stripe (billing/lifecycle.py)
+    "billing",  # names a subscription's cancellation in the outbox, not by its id
 )
 
 

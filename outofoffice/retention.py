@@ -157,10 +157,14 @@ def sms_replies(config: Config) -> int:
 
 
 def billing_events(config: Config) -> int:
-    """The record of Stripe's webhook events handled, kept 30 days: Stripe sends an
-    event again for three days at most."""
+    """The record of Stripe's webhook events handled, kept 30 days (Stripe sends an
+    event again for three days at most), and the subscription cancellations done or
+    given up as long (their account has gone already)."""
     cutoff = clock.now() - timedelta(days=BILLING_EVENT_DAYS)
-    return _delete_in_batches(BillingEvent, BillingEvent.received_at <= cutoff)
+    done = (OutboxMessage.channel == "billing") & (OutboxMessage.status != "queued")
+    return _delete_in_batches(
+        BillingEvent, BillingEvent.received_at <= cutoff
+    ) + _delete_in_batches(OutboxMessage, done & (OutboxMessage.created_at <= cutoff))
 
 
 SWEEPS: dict[str, Callable[[Config], int]] = {
@@ -205,7 +209,7 @@ SWEPT: dict[str, tuple[type[peewee.Model], ...]] = {
     "invitations": (Invite,),
     "request counts": (RequestCount,),
     "SMS replies": (SmsReply,),
-    "billing events": (BillingEvent,),
+    "billing events": (BillingEvent, OutboxMessage),
 }
 
 

@@ -23,6 +23,7 @@ from outofoffice.models import (
     BillingNotice,
     Dispatch,
     OutboxMessage,
+    Route,
     Vendor,
 )
 from outofoffice.web import create_app
@@ -33,8 +34,10 @@ from tests.conftest import (
     client,
     csrf_of,
     dump_database,
+    path_of,
     request_form,
     sign_in,
+    webhook_endpoint,
     write_config,
 )
 from tests.twilio_standin import TwilioStandIn
@@ -51,8 +54,11 @@ def stripe():
 
 
 @pytest.fixture
-def instance(make_instance, stripe):
-    """An installation that bills through the stand-in: 14 days of trial, 14 of grace."""
+def instance(request, make_instance, stripe):
+    """An installation that bills through the stand-in: 14 days of trial, 14 of grace;
+    tests marked billing_off get one with [billing] left out."""
+    if request.node.get_closest_marker("billing_off"):
+        return make_instance()
     return make_instance(**st.config_sections(stripe))
 
 
@@ -109,13 +115,17 @@ def test_subscribe_opens_a_checkout_for_the_price_with_the_rest_of_the_trial(
     instance, firm, owner_app, stripe
 ):
     clock.advance(timedelta(days=3))  # 11 of 14 days left
+    assert 'href="/dashboard/billing"' in owner_app.get("/dashboard").text
     session = checkout(owner_app, stripe)
     (call,) = stripe.calls("POST", "/v1/checkout/sessions")
     form = call["form"]
     account = firm["account"]
     assert form["mode"] == "subscription"
     assert form["line_items[0][price]"] == st.PRICE_ID
-    assert form["client_reference_id"] == str(account.id)
+    with db.connection():
+        reference = lifecycle.reference(instance.keys, Account.get_by_id(account.id))
+    assert form["client_reference_id"] == reference
+    assert form["subscription_data[metadata][account_ref]"] == reference
     assert form["customer_email"] == account.email
     assert form["success_url"] == "http://oop.example.test/dashboard/billing?checkout=done"
     assert form["cancel_url"] == "http://oop.example.test/dashboard/billing"
@@ -419,6 +429,8 @@ def test_unsigned_badly_signed_or_stale_events_are_refused_with_no_change(
     for headers in refused:
         answer = owner_app.post(WEBHOOK, body, headers=headers, status=400)
         assert "refused" in answer.text
+    for mangled in (good.replace("v1=", "v1=\u00e9"), good.replace("t=", "t=\u00b2")):
+        owner_app.post(WEBHOOK, body, headers={"Stripe-Signature": mangled}, status=400)
     tampered = body.replace(b'"complete"', b'"completed"')
     assert tampered != body
     owner_app.post(WEBHOOK, tampered, headers={"Stripe-Signature": good}, status=400)
@@ -485,6 +497,8 @@ def test_a_callers_request_goes_through_in_every_state(texting_instance, firm, n
         Account.update(caller_sms=True).where(Account.id == account.id).execute()
     put_in(instance, account, name)
     app = client(instance)
+    promised = "text you updates" in app.get("/r/alpha").text
+    assert promised == (name != "limited")
     answer = app.post("/r/alpha", request_form(firm, phone="+15550100199"))
     assert answer.status_int in (200, 303)
     with db.connection():
@@ -604,26 +618,56 @@ BILLING_WORDS = re.compile(r"billing|stripe|trial|subscri", re.IGNORECASE)
 TEMPLATES = Path(billing.__file__).resolve().parent.parent / "templates"
 
 
-def test_with_billing_off_no_page_link_or_email_about_billing_exists(make_instance, stripe):
-    instance = make_instance()
+def every_get_path(instance, app, firm) -> list[str]:
+    """Each page the app serves by GET, its parameters filled with the firm's own rows
+    (a request made through the routing page gives the caller's and vendor's links)."""
+    account = firm["account"]
+    answer = app.post("/r/alpha", request_form(firm)).maybe_follow()
+    vendor_mail = Mailbox(instance).deliver()
     with db.connection():
-        from tests.conftest import make_owners
+        route = Route.get(Route.account == account)
+        d = Dispatch.get(Dispatch.account == account)
+        endpoint = webhook_endpoint(instance, account)
+        login = path_of(accounts.login_link(instance, account))
+    vendor_link = re.search(r"/v/[A-Za-z0-9_.~-]+", "".join(map(Mailbox.text, vendor_mail)))
+    values = {
+        "/dashboard/vendors/<item_id:int>": firm["vera"].id,
+        "/dashboard/subjects/<item_id:int>": firm["elm"].id,
+        "/dashboard/categories/<item_id:int>": firm["plumbing"].id,
+        "/dashboard/routes/<route_id:int>": route.id,
+        "/dashboard/dispatches/<dispatch_id:int>": d.id,
+        "/dashboard/webhooks/<endpoint_id:int>": endpoint.id,
+    }
+    paths = []
+    rules = {r.rule for r in create_app(instance.config, instance).routes if r.method == "GET"}
+    for rule in sorted(rules):
+        for start, value in values.items():
+            if rule.startswith(start):
+                rule = rule.replace(start, start.split("/<")[0] + f"/{value}")
+        rule = {
+            "/r/<slug>": "/r/alpha",
+            "/s/<token>": answer.request.path,
+            "/v/<token>": vendor_link.group(0),
+            "/auth/<token>": login,
+        }.get(rule, rule)
+        if "<" not in rule:  # left: the logo (an image) and /static (no pages)
+            paths.append(rule)
+    return paths
 
-        alpha, _ = make_owners()
+
+@pytest.mark.billing_off
+def test_with_billing_off_no_page_link_or_email_about_billing_exists(instance, firm, stripe):
     app = client(instance)
-    sign_in(app, instance, alpha)
-    rules = sorted(
-        {r.rule for r in create_app(instance.config, instance).routes if r.method == "GET"}
-    )
-    walked = 0
-    for rule in rules:
-        if "<" in rule:
-            continue
-        answer = app.get(rule, status="*")
+    paths = every_get_path(instance, app, firm)
+    sign_in(app, instance, firm["account"])
+    walked = []
+    for path in paths:
+        answer = app.get(path, status="*")
+        assert answer.status_int < 500 or path == "/healthz", path  # no scheduler here
         if answer.status_int == 200 and answer.content_type.startswith("text/html"):
-            assert not BILLING_WORDS.search(answer.text), rule
-            walked += 1
-    assert walked >= 10
+            assert not BILLING_WORDS.search(answer.text), path
+            walked.append(path)
+    assert len(walked) >= 25, walked
     assert app.get("/dashboard/billing", status=404)
     assert app.post(WEBHOOK, b"{}", status=404)
     for template in sorted((TEMPLATES / "email").iterdir()):
@@ -633,9 +677,11 @@ def test_with_billing_off_no_page_link_or_email_about_billing_exists(make_instan
     with db.connection():
         assert lifecycle.send_notices(instance) == 0
         assert BillingNotice.select().count() == 0
+        assert AccountBilling.select().count() == 0
         assert "billing" not in instance.deliverers
     mails = Mailbox(instance).deliver()
     assert not any(BILLING_WORDS.search(m["Subject"]) for m in mails)
+    assert stripe.requests == []
 
 
 def test_billing_config_names_the_key_to_fix(tmp_path):
@@ -669,3 +715,74 @@ def test_the_checkout_url_carries_no_secret(instance, firm, owner_app, stripe):
     )
     assert st.SECRET_KEY not in location.geturl()
     assert parse_qs(location.query) == {}
+
+
+def test_a_checkout_finished_after_the_deletion_is_canceled_too(instance, firm, owner_app, stripe):
+    session = checkout(owner_app, stripe)
+    page = owner_app.get("/dashboard/account")
+    owner_app.post("/dashboard/account/delete", {"csrf_token": csrf_of(page), "confirm": "alpha"})
+    event = stripe.complete_checkout(session, status="active")  # in another tab, at Stripe
+    sub = event["data"]["object"]["subscription"]
+    assert post_event(owner_app, event).status_int == 200
+    Mailbox(instance).deliver()
+    assert stripe.subscriptions[sub]["status"] == "canceled"
+
+
+def test_a_reference_not_made_here_or_of_a_deleted_account_names_no_account(
+    instance, firm, owner_app, stripe
+):
+    """A subscription whose metadata names an account by a reference this installation
+    did not sign (another product on the same Stripe account), or names an account id
+    since given to someone else, is nobody's here; a live one of ours whose account is
+    gone is canceled."""
+    session = checkout(owner_app, stripe)
+    event = stripe.complete_checkout(session, status="active")
+    sub = event["data"]["object"]["subscription"]
+    account = firm["account"]
+    forged = f"{account.id}-{int(clock.timestamp())}-{'A' * 43}"
+    for reference in (forged, str(account.id)):
+        stripe.subscriptions[sub]["metadata"] = {"account_ref": reference}
+        changed = dict(event, id=event["id"] + reference[-3:])
+        changed["data"] = {"object": dict(event["data"]["object"], client_reference_id=None)}
+        assert post_event(owner_app, changed).text.strip() == "ignored"
+    assert state(instance, account) == "trial"
+    # the account the checkout named was deleted and its id is someone else's now
+    signed = stripe.sessions[session]["form"]["client_reference_id"]
+    account_id, stamp, signature = signed.split("-", 2)
+    with db.connection():
+        Account.update(created_at=clock.now() - timedelta(days=1)).where(
+            Account.id == account.id
+        ).execute()
+    stripe.subscriptions[sub]["metadata"] = {"account_ref": signed}
+    assert post_event(owner_app, event).text.strip() == "ignored"
+    Mailbox(instance).deliver()
+    assert stripe.subscriptions[sub]["status"] == "canceled"
+    assert (account_id, stamp, len(signature)) == (str(account.id), stamp, 43)
+
+
+def test_a_second_subscription_while_the_first_runs_is_canceled(instance, firm, owner_app, stripe):
+    first = post_subscription(owner_app, stripe, "active")
+    clock.advance(timedelta(hours=2))  # another checkout, opened in another tab
+    session = checkout_anyway(instance, firm["account"], stripe)
+    second = stripe.complete_checkout(session, status="active")
+    assert post_event(owner_app, second).text.strip() == "handled"
+    with db.connection():
+        assert AccountBilling.get().subscription_id == first
+    Mailbox(instance).deliver()
+    assert stripe.subscriptions[second["data"]["object"]["subscription"]]["status"] == "canceled"
+    assert stripe.subscriptions[first]["status"] == "active"
+
+
+def checkout_anyway(instance, account, stripe) -> str:
+    """A Checkout Session made as the Subscribe button made one earlier, in a tab left
+    open (the page no longer offers the button once subscribed)."""
+    with db.connection():
+        url = billing.provider_for(instance.config).checkout_url(
+            reference=lifecycle.reference(instance.keys, Account.get_by_id(account.id)),
+            email=account.email,
+            customer_id="",
+            trial_ends=None,
+            return_url=instance.url("/dashboard/billing"),
+            key="another-tab",
+        )
+    return url.rsplit("/", 1)[1]

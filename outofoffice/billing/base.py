@@ -41,7 +41,7 @@ class Subscription:
     status: str
     period_end: datetime | None
     ended_at: datetime | None
-    account_id: int | None  # from the metadata the checkout set
+    account_ref: str  # the billing reference the checkout set in its metadata
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Event:
     type: str
     subscription_id: str = ""
     customer_id: str = ""
-    account_id: int | None = None  # the checkout's client_reference_id
+    account_ref: str = ""  # the checkout's client_reference_id
     created: int = 0
     raw: dict = field(default_factory=dict, repr=False)
 
@@ -67,14 +67,15 @@ class BillingProvider(ABC):
     def checkout_url(
         self,
         *,
-        account_id: int,
+        reference: str,
         email: str,
         customer_id: str,
         trial_ends: datetime | None,
         return_url: str,
         key: str,
     ) -> str:
-        """Where the owner subscribes; ``trial_ends`` is passed on so nobody pays early;
+        """Where the owner subscribes; ``reference`` names the account to the provider
+        (see lifecycle.reference); ``trial_ends`` is passed on so nobody pays early;
         ``key`` makes a repeat of the same request the same checkout."""
 
     @abstractmethod

@@ -4,40 +4,57 @@ and the account's data need not wait for it."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from outofoffice import outbox
+from outofoffice import db, outbox
 from outofoffice.billing import provider_for
 from outofoffice.billing.base import FINAL, BillingError
 from outofoffice.channels.base import Deliverer, DeliveryError, Receipt
-from outofoffice.models import Account, AccountBilling
+from outofoffice.models import Account, AccountBilling, OutboxMessage
 
 if TYPE_CHECKING:
     from outofoffice.instance import Instance
     from outofoffice.keys import Keys
-    from outofoffice.models import OutboxMessage
 
 CHANNEL = "billing"
 # Tried for a week: a subscription left running would charge a firm that has gone.
 LIFETIME = timedelta(days=7)
 
 
-def queue_cancellation(instance: Instance, account: Account) -> bool:
-    """Inside the deletion's transaction: the cancel, as an outbox row of no account (the
-    sweep deletes the account before Stripe may have answered)."""
-    row = AccountBilling.get_or_none(AccountBilling.account == account)
-    if row is None or not row.subscription_id or row.status in FINAL:
+def queue_cancel(instance: Instance, subscription_id: str) -> bool:
+    """Inside the caller's transaction: cancel this subscription from the outbox, as a
+    row of no account (the sweep deletes the account before Stripe may have answered);
+    once, while one such row waits."""
+    # named by a digest of the id, never the id itself (that is stored encrypted alone)
+    named = "cancel_" + instance.keys.sign(CHANNEL, subscription_id)[:32]
+    waiting = OutboxMessage.select().where(
+        OutboxMessage.message_id.startswith(named), OutboxMessage.status == "queued"
+    )
+    if waiting.exists():
         return False
     outbox.enqueue_message(
         instance.keys,
         channel=CHANNEL,
         to=instance.config.billing.provider,
-        body=row.subscription_id,
+        body=subscription_id,
         kind="billing",
+        message_id=f"{named}_{secrets.token_hex(4)}",
         lifetime=LIFETIME,
     )
     return True
+
+
+def queue_cancellation(instance: Instance, account: Account) -> bool:
+    """The deletion's part, in its transaction and under the account's billing lock, so
+    a webhook storing a new subscription meanwhile is either seen here or sees the
+    deletion."""
+    db.lock(("billing", account.id))
+    row = AccountBilling.get_or_none(AccountBilling.account == account)
+    if row is None or not row.subscription_id or row.status in FINAL:
+        return False
+    return queue_cancel(instance, row.subscription_id)
 
 
 class Cancellation(Deliverer):
@@ -55,7 +72,9 @@ class Cancellation(Deliverer):
         try:
             self.provider.cancel(message)
         except BillingError as exc:
-            permanent = exc.status is not None and 400 <= exc.status < 500 and exc.status != 429
+            # only a refusal of the request itself is for good: a key that was rotated
+            # or lacks a permission (401, 403) is tried again until the admin fixes it
+            permanent = exc.status == 400
             raise DeliveryError(str(exc), permanent=permanent, status=exc.status) from None
         return Receipt()  # the id stays encrypted: the sweep leaves none in the clear
 

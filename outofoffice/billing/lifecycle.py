@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from outofoffice import clock, db, notify, outbox, retention
 from outofoffice.billing import enabled, provider_for
 from outofoffice.billing.base import ENDED, FINAL, LIVE, BillingError, Event, Subscription
+from outofoffice.billing.cancellation import queue_cancel
 from outofoffice.billing.state import SINCE_SETTING, ServiceState, row_of, service_state
 from outofoffice.models import (
     Account,
@@ -29,8 +30,11 @@ from outofoffice.models import (
 
 if TYPE_CHECKING:
     from outofoffice.instance import Instance
+    from outofoffice.keys import Keys
 
 log = logging.getLogger(__name__)
+
+REFERENCE_PURPOSE = "billing-reference"
 
 
 def note_switched_on() -> None:
@@ -70,22 +74,22 @@ def _locked_row(account: Account, trial_days: int) -> AccountBilling:
     return row
 
 
-def _takes(row: AccountBilling, sub: Subscription, fetched_at: datetime) -> bool:
+def _running(status: str) -> bool:
+    return status in LIVE or status == "past_due"
+
+
+def _takes(row: AccountBilling, sub: Subscription, fetched_at: datetime, other_runs: bool) -> bool:
     """Whether this answer may replace what is stored: not one read before the stored
-    one, nor an old subscription's end over a different one that runs."""
+    one, nor another subscription over the one that runs (``other_runs``: the stored
+    one, asked again just now, still runs)."""
     if row.checked_at is not None and fetched_at < row.checked_at:
         return False
-    running = row.status in LIVE or row.status == "past_due"
-    return not (
-        row.subscription_id
-        and row.subscription_id != sub.id
-        and running
-        and sub.status not in LIVE
-        and sub.status != "past_due"
-    )
+    return not (row.subscription_id and row.subscription_id != sub.id and other_runs)
 
 
 def _store(row: AccountBilling, sub: Subscription, fetched_at: datetime) -> None:
+    if row.subscription_id != sub.id:  # a new subscription: the old one's end is not its
+        row.ended_at = None
     row.subscription_id = sub.id
     row.customer_id = sub.customer or row.customer_id
     row.status = sub.status
@@ -103,13 +107,39 @@ class Outcome:
     account_id: int | None = None
 
 
-def _account_for(event: Event, sub: Subscription | None) -> Account | None:
-    candidates = [sub.account_id if sub else None, event.account_id]
-    for account_id in candidates:
-        if account_id is not None:
-            found = Account.get_or_none(Account.id == account_id)
-            if found is not None:
-                return found
+# --- which account: what is stored first, then the reference the checkout carried ---
+
+
+def _stamp(account: Account) -> int:
+    return int(account.created_at.replace(tzinfo=UTC).timestamp())
+
+
+def reference(keys: Keys, account: Account) -> str:
+    """What the checkout tells Stripe about the account (client_reference_id and the
+    subscription's metadata): its id and signup time, signed with this installation's
+    key, so neither another product on the same Stripe account nor a later account
+    given a deleted one's id can be taken for it."""
+    message = f"{account.id}-{_stamp(account)}"
+    return f"{message}-{keys.sign(REFERENCE_PURPOSE, message)}"
+
+
+def _referenced(keys: Keys, ref: str) -> tuple[bool, Account | None]:
+    """(whether the reference is this installation's, the account it names if that
+    account still exists)."""
+    account_id, _, rest = ref.partition("-")
+    stamp, _, signature = rest.partition("-")
+    if not (account_id.isascii() and account_id.isdigit() and stamp.isascii() and stamp.isdigit()):
+        return False, None
+    if not keys.verify(REFERENCE_PURPOSE, f"{account_id}-{stamp}", signature):
+        return False, None
+    account = Account.get_or_none(Account.id == int(account_id))
+    if account is None or _stamp(account) != int(stamp):
+        return True, None
+    return True, account
+
+
+def _account_for(keys: Keys, event: Event, sub: Subscription | None) -> tuple[bool, Account | None]:
+    """(whether the event is about one of ours, whose it is)."""
     for field, value in (
         (AccountBilling.subscription_id, sub.id if sub else event.subscription_id),
         (AccountBilling.customer_id, sub.customer if sub else event.customer_id),
@@ -117,8 +147,15 @@ def _account_for(event: Event, sub: Subscription | None) -> Account | None:
         if value:
             row = AccountBilling.get_or_none(field == value)
             if row is not None:
-                return row.account
-    return None
+                return True, Account.get_or_none(Account.id == row.account_id)
+    ours = False
+    for ref in (sub.account_ref if sub else "", event.account_ref):
+        if ref:
+            mine, account = _referenced(keys, ref)
+            if account is not None:
+                return True, account
+            ours |= mine
+    return ours, None
 
 
 def _subscription_named(event: Event) -> str:
@@ -131,6 +168,31 @@ def _subscription_named(event: Event) -> str:
     return ""
 
 
+def _read(provider, subscription_id: str) -> Subscription | None:
+    """The subscription now; None if the provider has no such subscription."""
+    try:
+        return provider.subscription(subscription_id)
+    except BillingError as exc:
+        if not exc.missing:
+            raise
+        return None
+
+
+def _other_runs(provider, account: Account | None, sub: Subscription) -> bool:
+    """Whether the account's stored subscription is another one that runs: stored as
+    running when ``sub`` has ended (an old one's end), and still running as the
+    provider says now when ``sub`` runs too (a second checkout completed)."""
+    if account is None:
+        return False
+    stored = AccountBilling.get_or_none(AccountBilling.account == account)
+    if stored is None or stored.subscription_id in ("", sub.id) or not _running(stored.status):
+        return False
+    if not _running(sub.status):
+        return True
+    other = _read(provider, stored.subscription_id)
+    return other is not None and _running(other.status)
+
+
 def handle_event(instance: Instance, event: Event) -> Outcome:
     """A verified webhook: once per event id, the subscription re-read from the API (the
     payload may be older than another event already handled). BillingError when the
@@ -138,27 +200,40 @@ def handle_event(instance: Instance, event: Event) -> Outcome:
     provider sends it again."""
     if BillingEvent.select().where(BillingEvent.event_id == event.id).exists():
         return Outcome("duplicate")
-    sub = None
+    provider = provider_for(instance.config)
     subscription_id = _subscription_named(event)
     fetched_at = clock.now()
-    if subscription_id:
-        try:
-            sub = provider_for(instance.config).subscription(subscription_id)
-        except BillingError as exc:
-            if not exc.missing:
-                raise
-            log.warning("billing: event %s names a subscription Stripe does not know", event.id)
-    account = _account_for(event, sub)
+    sub = _read(provider, subscription_id) if subscription_id else None
+    if subscription_id and sub is None:
+        log.warning("billing: event %s names a subscription Stripe does not know", event.id)
+    ours, account = _account_for(instance.keys, event, sub)
+    other_runs = sub is not None and _other_runs(provider, account, sub)
+    queued = 0
     with db.write():
         db.lock(("billing-event", event.id))
         if BillingEvent.select().where(BillingEvent.event_id == event.id).exists():
             return Outcome("duplicate")
         BillingEvent.create(event_id=event.id, received_at=clock.now())
-        if account is None or sub is None:
+        if sub is None:
             return Outcome("ignored", account.id if account else None)
+        if account is None:
+            if ours and sub.status not in FINAL:  # its account was deleted meanwhile
+                queue_cancel(instance, sub.id)
+            return Outcome("ignored")
         row = _locked_row(account, instance.config.billing.trial_days)
-        if _takes(row, sub, fetched_at):
+        account = Account.get_by_id(account.id)  # as it is now, under the lock
+        known = row.subscription_id == sub.id
+        if _takes(row, sub, fetched_at, other_runs):
             _store(row, sub, fetched_at)
+        elif other_runs and _running(sub.status):
+            log.warning(
+                "billing: account %s subscribed a second time; the second subscription "
+                "is canceled, the first one runs on",
+                account.slug,
+            )
+            queue_cancel(instance, sub.id)
+        if account.status == "deleting" and not known and sub.status not in FINAL:
+            queue_cancel(instance, sub.id)  # subscribed while being deleted
         queued = _queue_notices(instance, account, row, clock.now())
     if queued:
         outbox.wake()
@@ -190,12 +265,15 @@ def reconcile(instance: Instance, force: bool = False) -> int:
             log.warning("billing: could not re-read a subscription: %s", exc)
             continue
         with db.write():
-            row = _locked_row(stored.account, instance.config.billing.trial_days)
-            if row.subscription_id == sub.id and _takes(row, sub, fetched_at):
+            account = Account.get_or_none(Account.id == stored.account_id)
+            if account is None:  # deleted since
+                continue
+            row = _locked_row(account, instance.config.billing.trial_days)
+            if row.subscription_id == sub.id and _takes(row, sub, fetched_at, False):
                 before = (row.status, row.period_end)
                 _store(row, sub, fetched_at)
                 changed += before != (row.status, row.period_end)
-                _queue_notices(instance, row.account, row, clock.now())
+                _queue_notices(instance, account, row, clock.now())
     retention.record_run(RECONCILE_JOB, {"changed": changed})
     return changed
 
@@ -256,17 +334,9 @@ def _queue_notices(instance: Instance, account: Account, row: AccountBilling, no
     and not yet sent, and record each as sent with it."""
     if account.status != "active":
         return 0
-    options = instance.config.billing
-    state = service_state(row, now, options.grace_days)
+    state = service_state(row, now, instance.config.billing.grace_days)
     queued = 0
-    for kind, occasion in _due(row, state, now):
-        sent = BillingNotice.select().where(
-            BillingNotice.account == account,
-            BillingNotice.kind == kind,
-            BillingNotice.occasion == occasion,
-        )
-        if sent.exists():
-            continue
+    for kind, occasion in _unsent(row, state, now):
         BillingNotice.create(account=account, kind=kind, occasion=occasion, sent_at=now)
         days = state.days_left(now) if state.until else None
         notify._queue(
@@ -286,6 +356,25 @@ def _queue_notices(instance: Instance, account: Account, row: AccountBilling, no
     return queued
 
 
+def _unsent(row: AccountBilling, state: ServiceState, now: datetime) -> list[tuple[str, str]]:
+    """The notices due and not sent yet."""
+    sent = {
+        (n.kind, n.occasion)
+        for n in BillingNotice.select(BillingNotice.kind, BillingNotice.occasion).where(
+            BillingNotice.account == row.account_id
+        )
+    }
+    return [notice for notice in _due(row, state, now) if notice not in sent]
+
+
+def _pending(instance: Instance, account: Account, now: datetime) -> bool:
+    """Whether a notice is due and not sent, read without writing: most hours, for
+    most accounts, nothing is, and no write transaction is opened for them."""
+    options = instance.config.billing
+    row = row_of(account, options.trial_days)
+    return bool(_unsent(row, service_state(row, now, options.grace_days), now))
+
+
 def send_notices(instance: Instance) -> int:
     """The hourly job: the reminders and notices that time alone brings (a trial's last
     week, grace ending); webhooks queue the rest as they come."""
@@ -294,14 +383,14 @@ def send_notices(instance: Instance) -> int:
     ensure_trials(instance.config)
     now = clock.now()
     queued = 0
-    accounts = Account.select(Account.id).where(Account.status == "active")
-    for (account_id,) in accounts.tuples():
+    for account in list(Account.select().where(Account.status == "active")):
+        if not _pending(instance, account, now):
+            continue
         with db.write():
-            account = Account.get_or_none(Account.id == account_id)
-            if account is None or account.status != "active":
-                continue
             row = _locked_row(account, instance.config.billing.trial_days)
-            queued += _queue_notices(instance, account, row, now)
+            current = Account.get_or_none(Account.id == account.id)  # under the lock
+            if current is not None:
+                queued += _queue_notices(instance, current, row, now)
     if queued:
         outbox.wake()
     return queued

@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import time
 import urllib.parse
 import urllib.request
@@ -35,6 +36,7 @@ TOLERANCE_SECONDS = 300
 # Checkout takes a trial_end at least two days ahead; a shorter rest goes in whole days.
 MIN_TRIAL_END = timedelta(hours=48, minutes=5)
 RETRY_WAIT_SECONDS = 0.5
+CHECKOUT_OPEN = timedelta(minutes=90)  # from the start of the hour it was made in
 
 
 def _time(value) -> datetime | None:
@@ -50,8 +52,14 @@ def _id(value) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _account_id(value) -> int | None:
-    return int(value) if isinstance(value, str) and value.isdigit() else None
+KEY_IN_WORDS = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_\S*")
+REFERENCE = re.compile(r"[A-Za-z0-9_-]{1,200}")
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+HEX_SIGNATURE = re.compile(r"[0-9a-f]{64}")
+
+
+def _reference(value) -> str:
+    return value if isinstance(value, str) and REFERENCE.fullmatch(value) else ""
 
 
 def _error_words(status: int, body: str) -> str:
@@ -61,7 +69,8 @@ def _error_words(status: int, body: str) -> str:
     except (ValueError, AttributeError):
         error = {}
     message = error.get("message") if isinstance(error, dict) else None
-    return f"Stripe {status}: {message or 'no explanation given'}"[:300]
+    message = KEY_IN_WORDS.sub("(the configured key)", str(message or "no explanation given"))
+    return f"Stripe {status}: {message}"[:300]
 
 
 def signature_header(secret: str, body: bytes, timestamp: int) -> str:
@@ -78,10 +87,10 @@ def parse_event(data) -> Event:
     obj = (data.get("data") or {}).get("object") if isinstance(data.get("data"), dict) else {}
     obj = obj if isinstance(obj, dict) else {}
     subscription = ""
-    account_id = None
+    reference = ""
     if kind.startswith("checkout.session."):
         subscription = _id(obj.get("subscription"))
-        account_id = _account_id(obj.get("client_reference_id"))
+        reference = _reference(obj.get("client_reference_id"))
     elif kind.startswith("customer.subscription."):
         subscription = _id(obj.get("id"))
     elif kind.startswith("invoice."):
@@ -97,7 +106,7 @@ def parse_event(data) -> Event:
         type=kind,
         subscription_id=subscription,
         customer_id=customer,
-        account_id=account_id,
+        account_ref=reference,
         created=created,
         raw=data,
     )
@@ -144,7 +153,7 @@ class StripeBilling(BillingProvider):
     def checkout_url(
         self,
         *,
-        account_id: int,
+        reference: str,
         email: str,
         customer_id: str,
         trial_ends: datetime | None,
@@ -155,12 +164,17 @@ class StripeBilling(BillingProvider):
             "mode": "subscription",
             "line_items[0][price]": self.options.price_id,
             "line_items[0][quantity]": "1",
-            "client_reference_id": str(account_id),
+            "client_reference_id": reference,
             "success_url": return_url + "?checkout=done",
             "cancel_url": return_url,
-            "metadata[account_id]": str(account_id),
-            "subscription_data[metadata][account_id]": str(account_id),
+            "metadata[account_ref]": reference,
+            "subscription_data[metadata][account_ref]": reference,
         }
+        # an open checkout lasts into the next hour at most (Stripe takes 30 minutes to
+        # a day), the same for every press within this hour: an old tab left open cannot
+        # start a second subscription a day later
+        hour = clock.now().replace(minute=0, second=0, microsecond=0)
+        params["expires_at"] = str(int((hour + CHECKOUT_OPEN).replace(tzinfo=UTC).timestamp()))
         if customer_id:
             params["customer"] = customer_id
         else:
@@ -205,7 +219,7 @@ class StripeBilling(BillingProvider):
             status=answer["status"],
             period_end=_time(period_end),
             ended_at=_time(answer.get("ended_at")),
-            account_id=_account_id(metadata.get("account_id")),
+            account_ref=_reference(metadata.get("account_ref")),
         )
 
     def cancel(self, subscription_id: str) -> None:
@@ -223,8 +237,13 @@ class StripeBilling(BillingProvider):
     def verify(self, body: bytes, signature: str, now: float) -> Event:
         pairs = [item.split("=", 1) for item in signature.split(",") if "=" in item]
         stamps = [value.strip() for name, value in pairs if name.strip() == "t"]
-        given = [value.strip() for name, value in pairs if name.strip() == "v1"]
-        if len(stamps) != 1 or not stamps[0].isdigit() or not given:
+        # a v1 that is not 64 hex digits can match nothing: left out before comparing
+        given = [
+            value.strip().encode()
+            for name, value in pairs
+            if name.strip() == "v1" and HEX_SIGNATURE.fullmatch(value.strip())
+        ]
+        if len(stamps) != 1 or not TIMESTAMP.fullmatch(stamps[0]) or not given:
             raise SignatureError("Stripe-Signature needs one t= and at least one v1=")
         if abs(now - int(stamps[0])) > TOLERANCE_SECONDS:
             raise SignatureError("the signature's timestamp is outside the 300 s tolerance")
@@ -232,7 +251,7 @@ class StripeBilling(BillingProvider):
         secrets = [s.strip() for s in self.options.webhook_secret.splitlines() if s.strip()]
         matched = False
         for secret in secrets:
-            expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+            expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest().encode()
             for candidate in given:  # every pair compared: the time says nothing
                 matched |= hmac.compare_digest(expected, candidate)
         if not matched:

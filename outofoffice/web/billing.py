@@ -63,7 +63,7 @@ def checkout():
         raise fail(400, "You have a subscription already: manage it from the billing page.")
     url = _stripe_url(
         lambda provider: provider.checkout_url(
-            account_id=owner.id,
+            reference=lifecycle.reference(instance().keys, owner),
             email=owner.email,
             customer_id=row.customer_id,
             trial_ends=row.trial_ends_at,
@@ -103,7 +103,8 @@ def webhook():
     body = bottle.request.body.read(REQUEST_BODY_MAX + 1)
     if len(body) > REQUEST_BODY_MAX:
         return _plain(413, "too large")
-    signature = bottle.request.get_header("Stripe-Signature", "")
+    # as the server read it (bottle's get_header fails on bytes that are not UTF-8)
+    signature = bottle.request.environ.get("HTTP_STRIPE_SIGNATURE", "")
     try:
         event = billing.provider_for(inst.config).verify(body, signature, clock.timestamp())
     except SignatureError as exc:

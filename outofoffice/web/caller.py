@@ -4,7 +4,7 @@ import logging
 
 import bottle
 
-from outofoffice import abuse, clock, db, dispatch, owner_setup, routing, timeline
+from outofoffice import abuse, billing, clock, db, dispatch, owner_setup, routing, timeline
 from outofoffice.errors import ValidationError
 from outofoffice.keys import hash_token
 from outofoffice.models import Account, Dispatch
@@ -88,7 +88,9 @@ def _form_page(
         form=form,
         errors=errors,
         unavailable=unavailable,
-        texts_caller=account.caller_sms and "sms" in instance().deliverers,
+        texts_caller=account.caller_sms
+        and "sms" in instance().deliverers
+        and not billing.sms_paused(instance().config, account),
         action=bottle.request.path,
         form_token=form_token or abuse.form_token(instance().keys, account.id),
     )
@@ -110,6 +112,8 @@ def _blank_form_page(slug: str) -> bytes | None:
         return _form_page(account, blank, {}, form_token=placeholder), FirmCard.of(account)
 
     key = ("routing", bottle.request.path, *found)
+    if billing.enabled(instance().config):  # limited mode promises callers no texts
+        key += (billing.sms_paused(instance().config, _account(slug)),)
     return _cached(key, render, abuse.form_token(instance().keys, found[0]))
 
 

@@ -79,8 +79,14 @@ def owner():
     return found[1] if found else None
 
 
-# What a firm in limited mode may still change: its billing, and its deletion.
-LIMITED_MAY_POST = ("/dashboard/billing/", "/dashboard/account/delete")
+# What a firm in limited mode may still do: its billing, its deletion, and keeping the
+# account safe (signing out everywhere, moving it to another address).
+LIMITED_MAY_POST = (
+    "/dashboard/billing/",
+    "/dashboard/account/delete",
+    "/dashboard/settings/sessions",
+    "/dashboard/settings/email",
+)
 LIMITED = (
     "Your dashboard is read-only until you subscribe: see Billing. Callers are still "
     "served: their requests reach your vendors by email as usual."

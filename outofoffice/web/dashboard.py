@@ -63,11 +63,17 @@ def dashboard_page(template: str, status: int = 200, **context) -> str:
     areas = [(label or labels["subjects"], path) for label, path in AREAS if path in rules]
     config = instance().config
     banner = ""
-    if billing.enabled(config):
+    if billing_on := billing.enabled(config):
         now = clock.now()
         banner = billing_state.banner(billing_state.state_of(owner, config, now), now)
     return page(
-        template, status=status, areas=areas, labels=labels, billing_banner=banner, **context
+        template,
+        status=status,
+        areas=areas,
+        labels=labels,
+        billing_on=billing_on,
+        billing_banner=banner,
+        **context,
     )
 
 
