@@ -106,6 +106,7 @@ def account_deletions(config: Config) -> int:
         ):
             _delete_in_batches(model, column == account.id)
         with db.write():
+            db.lock(("billing", account.id))  # a webhook storing a subscription waits
             hold_slug(account.slug, "deleted", config, now)
             Invite.delete().where(Invite.email == account.email).execute()
             account.delete_instance()  # the rest cascades: small tables

@@ -23,7 +23,6 @@ from outofoffice.models import (
     BillingNotice,
     Dispatch,
     OutboxMessage,
-    Route,
     Vendor,
 )
 from outofoffice.web import create_app
@@ -37,9 +36,9 @@ from tests.conftest import (
     path_of,
     request_form,
     sign_in,
-    webhook_endpoint,
     write_config,
 )
+from tests.test_route_table import fill, object_ids
 from tests.twilio_standin import TwilioStandIn
 from tests.twilio_standin import config_sections as twilio_sections
 
@@ -625,33 +624,22 @@ def every_get_path(instance, app, firm) -> list[str]:
     answer = app.post("/r/alpha", request_form(firm)).maybe_follow()
     vendor_mail = Mailbox(instance).deliver()
     with db.connection():
-        route = Route.get(Route.account == account)
         d = Dispatch.get(Dispatch.account == account)
-        endpoint = webhook_endpoint(instance, account)
         login = path_of(accounts.login_link(instance, account))
+    ids = object_ids(instance, firm, d)
     vendor_link = re.search(r"/v/[A-Za-z0-9_.~-]+", "".join(map(Mailbox.text, vendor_mail)))
-    values = {
-        "/dashboard/vendors/<item_id:int>": firm["vera"].id,
-        "/dashboard/subjects/<item_id:int>": firm["elm"].id,
-        "/dashboard/categories/<item_id:int>": firm["plumbing"].id,
-        "/dashboard/routes/<route_id:int>": route.id,
-        "/dashboard/dispatches/<dispatch_id:int>": d.id,
-        "/dashboard/webhooks/<endpoint_id:int>": endpoint.id,
+    public = {
+        "/r/<slug>": "/r/alpha",
+        "/s/<token>": answer.request.path,
+        "/v/<token>": vendor_link.group(0),
+        "/auth/<token>": login,
     }
     paths = []
     rules = {r.rule for r in create_app(instance.config, instance).routes if r.method == "GET"}
     for rule in sorted(rules):
-        for start, value in values.items():
-            if rule.startswith(start):
-                rule = rule.replace(start, start.split("/<")[0] + f"/{value}")
-        rule = {
-            "/r/<slug>": "/r/alpha",
-            "/s/<token>": answer.request.path,
-            "/v/<token>": vendor_link.group(0),
-            "/auth/<token>": login,
-        }.get(rule, rule)
-        if "<" not in rule:  # left: the logo (an image) and /static (no pages)
-            paths.append(rule)
+        path = fill(rule, ids) if rule.startswith("/dashboard") else public.get(rule, rule)
+        if "<" not in path:  # left: the logo (an image) and /static (no pages)
+            paths.append(path)
     return paths
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from outofoffice import clock, db, notify, outbox, retention
+from outofoffice import clock, db, notify, outbox, retention, routing
 from outofoffice.billing import enabled, provider_for
 from outofoffice.billing.base import ENDED, FINAL, LIVE, BillingError, Event, Subscription
 from outofoffice.billing.cancellation import queue_cancel
@@ -216,12 +216,14 @@ def handle_event(instance: Instance, event: Event) -> Outcome:
         BillingEvent.create(event_id=event.id, received_at=clock.now())
         if sub is None:
             return Outcome("ignored", account.id if account else None)
+        if account is not None:
+            db.lock(("billing", account.id))  # the sweep takes it to delete the account
+            account = Account.get_or_none(Account.id == account.id)  # as it is now
         if account is None:
             if ours and sub.status not in FINAL:  # its account was deleted meanwhile
                 queue_cancel(instance, sub.id)
             return Outcome("ignored")
         row = _locked_row(account, instance.config.billing.trial_days)
-        account = Account.get_by_id(account.id)  # as it is now, under the lock
         known = row.subscription_id == sub.id
         if _takes(row, sub, fetched_at, other_runs):
             _store(row, sub, fetched_at)
@@ -290,7 +292,6 @@ SUBJECTS = {
     "grace_1d": "Your grace period ends tomorrow",
     "limited": "Your dashboard is read-only now",
 }
-KINDS = tuple(SUBJECTS)
 
 
 def _due(row: AccountBilling, state: ServiceState, now: datetime) -> list[tuple[str, str]]:
@@ -298,11 +299,10 @@ def _due(row: AccountBilling, state: ServiceState, now: datetime) -> list[tuple[
     never gets the same notice twice."""
     due = []
     trial_end = row.trial_ends_at.isoformat()
-    ended = (
-        f"subscription:{row.subscription_id}"
-        if state.ended == "subscription"
-        else (f"trial:{trial_end}")
-    )
+    if state.ended == "subscription":
+        ended = f"subscription:{row.subscription_id}"
+    else:
+        ended = f"trial:{trial_end}"
     if state.name == "trial":
         left = row.trial_ends_at - now
         long_enough = row.trial_ends_at - row.trial_started_at > timedelta(days=7)
@@ -351,6 +351,7 @@ def _queue_notices(instance: Instance, account: Account, row: AccountBilling, no
             until=state.until,
             trial_ends=row.trial_ends_at,
             billing_url=instance.url("/dashboard/billing"),
+            local=lambda at: routing.local_time(account, at).strftime("%Y-%m-%d %H:%M"),
         )
         queued += 1
     return queued

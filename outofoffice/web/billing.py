@@ -7,7 +7,7 @@ import logging
 
 import bottle
 
-from outofoffice import billing, clock, db
+from outofoffice import billing, clock, db, routing
 from outofoffice.billing import lifecycle
 from outofoffice.billing.base import BillingError, SignatureError
 from outofoffice.billing.state import row_of, service_state
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 BASE = "/dashboard/billing"
 WEBHOOK_PATH = "/billing/stripe/webhook"
+SUBSCRIBED = ("active", "past_due")  # states with a subscription that runs: no checkout
 UNREACHABLE = (
     "Stripe could not be reached just now, so nothing has changed. Your routing page and "
     "your vendors' emails carry on as before. Please try again in a few minutes."
@@ -41,7 +42,8 @@ def billing_page():
         state=state,
         days_left=state.days_left(now),
         returned=bottle.request.query.get("checkout") == "done",
-        can_subscribe=state.name not in ("active", "past_due"),
+        can_subscribe=state.name not in SUBSCRIBED,
+        local=lambda at: routing.local_time(owner, at).strftime("%Y-%m-%d %H:%M"),
     )
 
 
@@ -56,10 +58,7 @@ def _stripe_url(make) -> str:
 def checkout():
     owner = require_owner()
     row = _row(owner)
-    if service_state(row, clock.now(), instance().config.billing.grace_days).name in (
-        "active",
-        "past_due",
-    ):
+    if service_state(row, clock.now(), instance().config.billing.grace_days).name in SUBSCRIBED:
         raise fail(400, "You have a subscription already: manage it from the billing page.")
     url = _stripe_url(
         lambda provider: provider.checkout_url(
@@ -119,13 +118,9 @@ def webhook():
 
 
 def install(app: bottle.Bottle) -> None:
-    if not billing.enabled(instance_config(app)):
+    if not billing.enabled(app.config["outofoffice.instance"].config):
         return
     app.get(BASE, callback=billing_page)
     app.post(BASE + "/checkout", callback=checkout)
     app.post(BASE + "/portal", callback=portal)
     app.post(WEBHOOK_PATH, callback=webhook)
-
-
-def instance_config(app: bottle.Bottle):
-    return app.config["outofoffice.instance"].config

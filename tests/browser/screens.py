@@ -283,8 +283,9 @@ class Demo:
         return run_cli(self.config, *args)
 
 
-def demo_server(folder: Path, slug: str = "sample-firm") -> Demo:
-    """`outofoffice demo` on a fresh data dir, then the real `serve` on a free port."""
+def demo_server(folder: Path, slug: str = "sample-firm", **more: dict) -> Demo:
+    """`outofoffice demo` on a fresh data dir, then the real `serve` on a free port;
+    ``more``: further config sections (``billing__stripe`` for [billing.stripe])."""
     port = free_port()
     sections = {
         "server": {"base_url": f"http://127.0.0.1:{port}"},
@@ -292,7 +293,7 @@ def demo_server(folder: Path, slug: str = "sample-firm") -> Demo:
         "mail": {"backend": "file", "from": "Out of Office Pro <noreply@oop.example.test>"},
         # a journey sends more requests from 127.0.0.1 than a caller would in an hour
         "abuse": {"dispatches_per_ip_per_hour": 1000},
-    }
+    } | {name.replace("__", "."): values for name, values in more.items()}
     config = folder / "config.toml"
     config.write_text(toml_text(sections))
     printed = run_cli(config, "demo", "--slug", slug)
