@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
-from tests.smtp_sink import free_port
+from tests.standin import JsonHandler, StandIn
 
 SECRET_KEY = "sk_test_" + "4eC39HqLyjWDarjtT1zdp7dc"
 WEBHOOK_SECRET = "whsec_" + "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
@@ -64,13 +62,14 @@ def error(kind: str, message: str, code: str = "") -> dict:
     return {"error": {"type": kind, "code": code, "message": message}}
 
 
-class StripeStandIn:
+class StripeStandIn(StandIn):
     """Start with ``.start()``. ``now`` is the stand-in's clock (the tests' moved one).
     ``requests`` records each call (method, path, form, headers); ``fail_next`` plans
     refusals; the ``complete_checkout``, ``set_status`` and ``event`` helpers play the
     part of the owner at Stripe's pages and of Stripe's webhooks."""
 
     def __init__(self, now: Callable[[], float] = time.time, secret_key: str = SECRET_KEY):
+        super().__init__()
         self.now = now
         self.secret_key = secret_key
         self.requests: list[dict] = []
@@ -81,12 +80,6 @@ class StripeStandIn:
         self.idempotent: dict[str, tuple[dict, int, dict]] = {}
         self.planned: list[tuple[int, bool]] = []  # (status, after processing)
         self.lock = threading.Lock()
-        self.port = free_port()
-        self.server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def fail_next(self, status: int = 500, times: int = 1, after_processing: bool = False):
         """The next ``times`` requests get ``status``; ``after_processing``: the request
@@ -187,23 +180,11 @@ class StripeStandIn:
 
     # --- the API ---
 
-    def start(self) -> StripeStandIn:
+    def handler(self) -> type[JsonHandler]:
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                return None
-
-            def _answer(self, status: int, body: dict, headers: dict | None = None):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Request-Id", "req_" + secrets.token_hex(7))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JsonHandler):
+            content_type = "application/json"
 
             def _handle(self, method: str):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -260,9 +241,7 @@ class StripeStandIn:
             def do_DELETE(self):
                 self._handle("DELETE")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
+        return Handler
 
     def _route(self, method: str, path: str, form: dict) -> tuple[int, dict]:
         if method == "POST" and path == "/v1/checkout/sessions":
@@ -344,14 +323,3 @@ class StripeStandIn:
         with self.lock:
             self.sessions[session_id] = {"form": form, "object": obj}
         return 200, obj
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-
-    def __enter__(self) -> StripeStandIn:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

@@ -13,15 +13,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import threading
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
-from tests.smtp_sink import free_port
+from tests.standin import JsonHandler, StandIn
 
 ACCOUNT_SID = "AC" + "1f" * 16
 AUTH_TOKEN = "twilio-test-auth-token-0123456789"
@@ -53,23 +51,18 @@ def error_body(status: int, code: int, message: str) -> dict:
     }
 
 
-class TwilioStandIn:
+class TwilioStandIn(StandIn):
     """Start with ``.start()``; ``messages`` holds what was taken (the form, with the
     sid given and the Authorization seen); ``answer_next(...)`` plans refusals."""
 
     def __init__(self, account_sid: str = ACCOUNT_SID, auth_token: str = AUTH_TOKEN):
+        super().__init__()
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.messages: list[dict] = []
         self.requests = 0
         self.planned: list[tuple[int, dict, dict]] = []
         self.lock = threading.Lock()
-        self.port = free_port()
-        self.server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def answer_next(self, kind: str, times: int = 1, retry_after: int = 2) -> None:
         """The next ``times`` requests get: "429" (Retry-After), "500", or "21211"
@@ -93,22 +86,11 @@ class TwilioStandIn:
         with self.lock:
             self.planned.extend([plan] * times)
 
-    def start(self) -> TwilioStandIn:
+    def handler(self) -> type[JsonHandler]:
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                return None
-
-            def _answer(self, status: int, body: dict, headers: dict | None = None):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JsonHandler):
+            content_type = "application/json; charset=utf-8"
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -183,20 +165,7 @@ class TwilioStandIn:
                     },
                 )
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-
-    def __enter__(self) -> TwilioStandIn:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return Handler
 
 
 def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:

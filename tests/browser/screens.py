@@ -382,3 +382,13 @@ def journey_fixtures(journey: str, phones: list[str]):
             yield screens
 
     return demo, screens
+
+
+def signed_in_owner(demo: Demo, screens, slug: str = "sample-firm"):
+    """A page of ``screens`` signed in as the demo firm's owner, through a fresh login
+    link from the CLI."""
+    page = screens.new_page()
+    page.goto(demo.cli("accounts", "login-link", slug).strip())
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/dashboard")
+    return page

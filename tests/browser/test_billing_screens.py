@@ -5,7 +5,13 @@ lists, and Subscribe taking the owner to Stripe's Checkout page."""
 import pytest
 
 from tests import stripe_standin as st
-from tests.browser.screens import FIRM_PHONE, demo_server, fail_on, journey_fixtures
+from tests.browser.screens import (
+    FIRM_PHONE,
+    demo_server,
+    fail_on,
+    journey_fixtures,
+    signed_in_owner,
+)
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -24,11 +30,7 @@ screens = journey_fixtures("billing", [FIRM_PHONE])[1]
 
 @pytest.fixture
 def owner(demo, screens):
-    page = screens.new_page()
-    page.goto(demo.cli("accounts", "login-link", "sample-firm").strip())
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/dashboard")
-    return page
+    return signed_in_owner(demo, screens)
 
 
 def test_the_trial_shows_on_every_page_and_billing_is_listed(demo, screens, owner):

@@ -14,6 +14,7 @@ from tests.browser.screens import (
     demo_server,
     fail_on,
     journey_fixtures,
+    signed_in_owner,
     submit_request,
 )
 
@@ -51,11 +52,7 @@ screens = journey_fixtures("owner", [FIRM_PHONE, *VENDOR_PHONES, CALLER_PHONE])[
 @pytest.fixture
 def owner(demo, screens):
     """A page signed in as the demo firm's owner, through a fresh login link."""
-    page = screens.new_page()
-    page.goto(demo.cli("accounts", "login-link", "sample-firm").strip())
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/dashboard")
-    return page
+    return signed_in_owner(demo, screens)
 
 
 def area_name(path: str) -> str:
