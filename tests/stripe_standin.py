@@ -299,6 +299,14 @@ class StripeStandIn(StandIn):
                 "The `trial_end` date has to be at least 2 days in the future.",
                 "parameter_invalid_integer",
             )
+        expires_at = form.get("expires_at")
+        if expires_at and not self.now() + 30 * 60 <= int(expires_at) <= self.now() + DAY:
+            return 400, error(
+                invalid,
+                "The `expires_at` timestamp must be between 30 minutes and 24 hours from "
+                "Checkout Session creation.",
+                "parameter_invalid_integer",
+            )
         if form.get("customer") and form["customer"] not in self.customers:
             return 400, error(
                 invalid, f"No such customer: '{form['customer']}'", "resource_missing"

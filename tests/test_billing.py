@@ -774,3 +774,34 @@ def checkout_anyway(instance, account, stripe) -> str:
             key="another-tab",
         )
     return url.rsplit("/", 1)[1]
+
+
+def test_a_checkout_at_the_end_of_an_hour_still_lasts_the_half_hour_stripe_asks(
+    instance, firm, owner_app, stripe
+):
+    now = clock.now()
+    clock.advance(now.replace(minute=59, second=59, microsecond=0) - now)
+    checkout(owner_app, stripe)
+    (call,) = stripe.calls("POST", "/v1/checkout/sessions")
+    assert int(call["form"]["expires_at"]) - clock.timestamp() >= 60 * 60
+
+
+def test_a_press_while_the_first_is_still_answered_waits_for_it(instance, firm, owner_app, stripe):
+    stripe.fail_next(409)  # idempotency_key_in_use
+    checkout(owner_app, stripe)
+    first, second = stripe.calls("POST", "/v1/checkout/sessions")
+    assert first["key"] == second["key"]
+
+
+def test_a_lapsed_subscription_replaced_by_a_new_one_is_canceled(instance, firm, owner_app, stripe):
+    old = post_subscription(owner_app, stripe, "active")
+    clock.advance(timedelta(days=20))
+    sign_in(owner_app, instance, firm["account"])
+    stripe.set_status(old, "unpaid")
+    post_event(owner_app, stripe.subscription_event("customer.subscription.updated", old))
+    assert state(instance, firm["account"]) == "grace"
+    new = post_subscription(owner_app, stripe, "active")
+    assert state(instance, firm["account"]) == "active"
+    Mailbox(instance).deliver()
+    assert stripe.subscriptions[old]["status"] == "canceled"
+    assert stripe.subscriptions[new]["status"] == "active"

@@ -55,23 +55,27 @@ def ensure_trials(config) -> int:
         Account.status == "active",
     )
     made = 0
-    for account in missing:
+    for (account_id,) in missing.select(Account.id).tuples():
         with db.write():
-            db.lock(("billing", account.id))
-            if AccountBilling.get_or_none(AccountBilling.account == account) is None:
-                row_of(account, config.billing.trial_days).save(force_insert=True)
-                made += 1
+            found = _locked_row(account_id, config.billing.trial_days)
+            made += bool(found and found[2])
     return made
 
 
-def _locked_row(account: Account, trial_days: int) -> AccountBilling:
-    """The account's row, under its lock; stored now if it was not yet."""
-    db.lock(("billing", account.id))
+def _locked_row(account_id: int, trial_days: int) -> tuple[Account, AccountBilling, bool] | None:
+    """Under the account's lock (the sweep takes it to delete the account): the account
+    as it is now, its row (stored now if it was not yet) and whether it was made now;
+    None when the account is gone."""
+    db.lock(("billing", account_id))
+    account = Account.get_or_none(Account.id == account_id)
+    if account is None:
+        return None
     row = AccountBilling.get_or_none(AccountBilling.account == account)
-    if row is None:
+    made = row is None
+    if made:
         row = row_of(account, trial_days)
         row.save(force_insert=True)
-    return row
+    return account, row, made
 
 
 def _running(status: str) -> bool:
@@ -178,19 +182,20 @@ def _read(provider, subscription_id: str) -> Subscription | None:
         return None
 
 
-def _other_runs(provider, account: Account | None, sub: Subscription) -> bool:
-    """Whether the account's stored subscription is another one that runs: stored as
-    running when ``sub`` has ended (an old one's end), and still running as the
-    provider says now when ``sub`` runs too (a second checkout completed)."""
-    if account is None:
-        return False
-    stored = AccountBilling.get_or_none(AccountBilling.account == account)
-    if stored is None or stored.subscription_id in ("", sub.id) or not _running(stored.status):
-        return False
+def _other_runs(provider, account: Account | None, sub: Subscription) -> tuple[str, bool]:
+    """(the account's stored subscription id, whether it is another one that runs):
+    stored as running when ``sub`` has ended (an old one's end), and still running as
+    the provider says now when ``sub`` runs too (a second checkout completed)."""
+    stored = AccountBilling.get_or_none(AccountBilling.account == account) if account else None
+    if stored is None:
+        return "", False
+    seen = stored.subscription_id
+    if seen in ("", sub.id) or not _running(stored.status):
+        return seen, False
     if not _running(sub.status):
-        return True
-    other = _read(provider, stored.subscription_id)
-    return other is not None and _running(other.status)
+        return seen, True
+    other = _read(provider, seen)
+    return seen, other is not None and _running(other.status)
 
 
 def handle_event(instance: Instance, event: Event) -> Outcome:
@@ -207,7 +212,7 @@ def handle_event(instance: Instance, event: Event) -> Outcome:
     if subscription_id and sub is None:
         log.warning("billing: event %s names a subscription Stripe does not know", event.id)
     ours, account = _account_for(instance.keys, event, sub)
-    other_runs = sub is not None and _other_runs(provider, account, sub)
+    seen, other_runs = _other_runs(provider, account, sub) if sub else ("", False)
     queued = 0
     with db.write():
         db.lock(("billing-event", event.id))
@@ -216,16 +221,18 @@ def handle_event(instance: Instance, event: Event) -> Outcome:
         BillingEvent.create(event_id=event.id, received_at=clock.now())
         if sub is None:
             return Outcome("ignored", account.id if account else None)
-        if account is not None:
-            db.lock(("billing", account.id))  # the sweep takes it to delete the account
-            account = Account.get_or_none(Account.id == account.id)  # as it is now
-        if account is None:
+        found = _locked_row(account.id, instance.config.billing.trial_days) if account else None
+        if found is None:
             if ours and sub.status not in FINAL:  # its account was deleted meanwhile
                 queue_cancel(instance, sub.id)
             return Outcome("ignored")
-        row = _locked_row(account, instance.config.billing.trial_days)
+        account, row, _ = found
+        if row.subscription_id not in (seen, sub.id):  # another one stored meanwhile
+            raise BillingError("the account's subscription changed meanwhile: ask again")
         known = row.subscription_id == sub.id
         if _takes(row, sub, fetched_at, other_runs):
+            if row.subscription_id and not known and row.status not in FINAL:
+                queue_cancel(instance, row.subscription_id)  # the one it replaces, lapsed
             _store(row, sub, fetched_at)
         elif other_runs and _running(sub.status):
             log.warning(
@@ -267,10 +274,10 @@ def reconcile(instance: Instance, force: bool = False) -> int:
             log.warning("billing: could not re-read a subscription: %s", exc)
             continue
         with db.write():
-            account = Account.get_or_none(Account.id == stored.account_id)
-            if account is None:  # deleted since
+            found = _locked_row(stored.account_id, instance.config.billing.trial_days)
+            if found is None:  # deleted since
                 continue
-            row = _locked_row(account, instance.config.billing.trial_days)
+            account, row, _ = found
             if row.subscription_id == sub.id and _takes(row, sub, fetched_at, False):
                 before = (row.status, row.period_end)
                 _store(row, sub, fetched_at)
@@ -388,10 +395,9 @@ def send_notices(instance: Instance) -> int:
         if not _pending(instance, account, now):
             continue
         with db.write():
-            row = _locked_row(account, instance.config.billing.trial_days)
-            current = Account.get_or_none(Account.id == account.id)  # under the lock
-            if current is not None:
-                queued += _queue_notices(instance, current, row, now)
+            found = _locked_row(account.id, instance.config.billing.trial_days)
+            if found is not None:
+                queued += _queue_notices(instance, found[0], found[1], now)
     if queued:
         outbox.wake()
     return queued

@@ -35,8 +35,9 @@ API_VERSION = "2024-06-20"
 TOLERANCE_SECONDS = 300
 # Checkout takes a trial_end at least two days ahead; a shorter rest goes in whole days.
 MIN_TRIAL_END = timedelta(hours=48, minutes=5)
-RETRY_WAIT_SECONDS = 0.5
-CHECKOUT_OPEN = timedelta(minutes=90)  # from the start of the hour it was made in
+RETRY_WAIT_SECONDS = 1.0
+IN_USE = 409  # idempotency_key_in_use
+CHECKOUT_OPEN = timedelta(hours=2)  # from the start of the hour it was made in
 
 
 def _time(value) -> datetime | None:
@@ -120,8 +121,9 @@ class StripeBilling(BillingProvider):
         return self.config.billing.stripe
 
     def _call(self, method: str, path: str, params: dict | None = None, key: str = "") -> dict:
-        """One API call; a POST that finds Stripe unreachable or failing is tried once
-        more with the same Idempotency-Key, which Stripe answers with the first result."""
+        """One API call; a POST that finds Stripe unreachable, failing or still busy
+        with the same key is tried once more with the same Idempotency-Key, which Stripe
+        answers with the first result."""
         url = self.options.api_url.rstrip("/") + path
         data = urllib.parse.urlencode(params or {}).encode() if method == "POST" else None
         headers = {
@@ -143,7 +145,9 @@ class StripeBilling(BillingProvider):
                 _, answer = http.post(request, who="Stripe", error_words=_error_words)
                 return answer
             except DeliveryError as exc:
-                again = not exc.permanent and attempt + 1 < tries
+                # 409: the same key is still being answered (a double press)
+                retryable = not exc.permanent or exc.status == IN_USE
+                again = retryable and attempt + 1 < tries
                 if not again:
                     raise BillingError(str(exc), exc.status, exc.status == 404) from None
                 log.warning("stripe: %s %s: %s; trying once more", method, path, exc)
@@ -170,9 +174,9 @@ class StripeBilling(BillingProvider):
             "metadata[account_ref]": reference,
             "subscription_data[metadata][account_ref]": reference,
         }
-        # an open checkout lasts into the next hour at most (Stripe takes 30 minutes to
-        # a day), the same for every press within this hour: an old tab left open cannot
-        # start a second subscription a day later
+        # an open checkout lasts one to two hours (Stripe takes 30 minutes to a day),
+        # the same for every press within this hour: an old tab left open cannot start
+        # a second subscription a day later
         hour = clock.now().replace(minute=0, second=0, microsecond=0)
         params["expires_at"] = str(int((hour + CHECKOUT_OPEN).replace(tzinfo=UTC).timestamp()))
         if customer_id:
