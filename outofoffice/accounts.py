@@ -13,7 +13,7 @@ import zoneinfo
 from datetime import timedelta
 from functools import cache
 
-from outofoffice import abuse, clock, db, outbox
+from outofoffice import abuse, clock, countries, db, outbox
 from outofoffice.errors import ValidationError
 from outofoffice.instance import Instance
 from outofoffice.keys import hash_token, new_token
@@ -53,12 +53,17 @@ def labels(industry: str) -> dict[str, str]:
     return {"subjects": subjects, "subject": SINGULAR[subjects], "caller": caller}
 
 
-# Seeded at signup so a new firm's routing page makes sense on day one.
+# Seeded at signup so a new firm's routing page makes sense on day one; {emergency} is
+# the emergency number of the firm's country.
 DEFAULT_CATEGORIES: dict[str, list[tuple[str, str, bool]]] = {
     "property_management": [
         ("Plumbing", "Water leaking? Shut the water valve under the sink or at the main.", True),
         ("Heating", "No heat: check the thermostat and the breaker first.", True),
-        ("Electrical", "Sparks or burning smell? Switch off at the breaker and call 911.", True),
+        (
+            "Electrical",
+            "Sparks or burning smell? Switch off at the breaker and call {emergency}.",
+            True,
+        ),
         ("Locked out", "Have your ID ready; the locksmith will ask for it.", False),
         ("Other", "", False),
     ],
@@ -75,11 +80,15 @@ DEFAULT_CATEGORIES: dict[str, list[tuple[str, str, bool]]] = {
     "home_services": [
         ("Plumbing", "Shut the water at the main valve if you can.", True),
         ("Heating and cooling", "Check the thermostat and the breaker first.", True),
-        ("Electrical", "Sparks or burning smell? Switch off at the breaker and call 911.", True),
+        (
+            "Electrical",
+            "Sparks or burning smell? Switch off at the breaker and call {emergency}.",
+            True,
+        ),
         ("Other", "", False),
     ],
     "other": [
-        ("Urgent", "If anyone is in danger, call 911 first.", True),
+        ("Urgent", "If anyone is in danger, call {emergency} first.", True),
         ("Other", "", False),
     ],
 }
@@ -231,14 +240,16 @@ def create_account(**fields: str) -> Account:
             raise ValidationError({"slug": problem})
         if Account.select().where(Account.email == data["email"]).exists():
             raise ValidationError({"email": "An account with this email already exists."})
-        account = Account.create(**data)
+        country = countries.of_timezone(data["timezone"])
+        account = Account.create(**data, country=country)
+        number = countries.emergency_numbers(country)[0]
         for position, (name, description, emergency) in enumerate(
             DEFAULT_CATEGORIES[data["industry"]]
         ):
             Category.create(
                 account=account,
                 name=name,
-                description=description,
+                description=description.format(emergency=number),
                 emergency=emergency,
                 position=position,
             )

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import peewee
 
-from outofoffice import db, keys, models
+from outofoffice import countries, db, keys, models
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,17 @@ def _v9_billing(database: peewee.Database) -> None:
     database.create_tables([models.AccountBilling, models.BillingEvent, models.BillingNotice])
 
 
+def _v10_country(database: peewee.Database) -> None:
+    """The firm's country, for its callers' emergency number: from its time zone."""
+    _add_missing_columns(database, "account", {"country": models.Account.country})
+    for account_id, timezone in models.Account.select(
+        models.Account.id, models.Account.timezone
+    ).tuples():
+        models.Account.update(country=countries.of_timezone(timezone)).where(
+            models.Account.id == account_id, models.Account.country == ""
+        ).execute()
+
+
 STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("initial schema", _v1_initial),
     ("when each background job last ran", _v2_job_runs),
@@ -129,6 +140,7 @@ STEPS: list[tuple[str, Callable[[peewee.Database], None]]] = [
     ("routing pages from a cache", _v7_pages_version),
     ("status pages from a cache", _v8_status_pages),
     ("billing: trials and subscriptions", _v9_billing),
+    ("the firm's country and its emergency number", _v10_country),
 ]
 LATEST = len(STEPS)
 

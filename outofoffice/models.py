@@ -50,6 +50,8 @@ class Account(BaseModel):
     brand_colour = peewee.CharField(max_length=16, default="")  # a name from BRAND_COLOURS
     logo_hash = peewee.CharField(max_length=64, default="")  # "" = no logo; names its URL
     caller_sms = peewee.BooleanField(default=False)  # callers get their updates by SMS
+    # ISO 3166 code, defaulted from the timezone: which emergency number callers see
+    country = peewee.CharField(max_length=2, default="")
 
 
 class Vendor(BaseModel):

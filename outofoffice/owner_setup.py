@@ -14,14 +14,22 @@ from dataclasses import dataclass
 
 import peewee
 
-from outofoffice import accounts, db, routing, sms
+from outofoffice import accounts, countries, db, routing, sms
 from outofoffice.dispatch import phone_problem
 from outofoffice.errors import ValidationError
 from outofoffice.keys import new_push_topic
 from outofoffice.models import Account, Category, Logo, Route, RouteVendor, Subject, Vendor
 from outofoffice.notify import NOTIFY
 
-SETTINGS_TEXT = ("name", "business_name", "contact_phone", "timezone", "notify", "brand_colour")
+SETTINGS_TEXT = (
+    "name",
+    "business_name",
+    "contact_phone",
+    "timezone",
+    "country",
+    "notify",
+    "brand_colour",
+)
 
 MAX_IMPORT_ROWS = 5000
 
@@ -361,6 +369,7 @@ SETTINGS_FIELDS = (
     "business_name",
     "contact_phone",
     "timezone",
+    "country",
     "notify",
     "digest_hour",
     "escalate_after_minutes",
@@ -392,6 +401,9 @@ def save_settings(
         errors["contact_phone"] = problem
     if values["timezone"] not in accounts.timezones():
         errors["timezone"] = "Choose a time zone such as Europe/London or America/New_York."
+    # one the list offers, or the one it has (from its time zone, perhaps not listed)
+    if values["country"] not in (*countries.COUNTRIES, account.country):
+        errors["country"] = "Choose the country your callers are in from the list."
     values["brand_colour"] = values["brand_colour"] or "blue"
     if values["brand_colour"] not in BRAND_COLOURS:
         errors["brand_colour"] = "Choose one of the colours in the list."

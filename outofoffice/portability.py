@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from outofoffice import accounts, clock, db, dispatch, notify, owner_setup, routing
+from outofoffice import accounts, clock, countries, db, dispatch, notify, owner_setup, routing
 from outofoffice.errors import ValidationError
 from outofoffice.instance import Instance
 from outofoffice.keys import hash_token, new_push_topic
@@ -190,6 +190,7 @@ def export(
             "digest_hour": account.digest_hour,
             "business_hours": account.business_hours or routing.DEFAULT_HOURS,
             "caller_sms": account.caller_sms,
+            "country": account.country,
         },
         "vendors": [
             {
@@ -303,6 +304,9 @@ def _check(data: object) -> list[str]:
         problems += [f"account.{k}: {v}" for k, v in exc.errors.items()]
     if Account.select().where(Account.email == accounts.normalise_email(form["email"])).exists():
         problems.append(f"account.email: an account with {form['email']} exists already")
+    country = account.get("country", "")
+    if not (country == "" or isinstance(country, str) and countries.CODE.fullmatch(country)):
+        problems.append("account.country: must be a two-letter country code such as US or GB")
     if account.get("notify", "every") not in notify.NOTIFY:
         problems.append(f"account.notify: must be one of {', '.join(notify.NOTIFY)}")
     for key, default, low, high in (
@@ -446,6 +450,7 @@ def import_account(
         account.escalate_after_minutes = acc.get("escalate_after_minutes", 15)
         account.digest_hour = acc.get("digest_hour", 8)
         account.caller_sms = acc.get("caller_sms") is True
+        account.country = acc.get("country") or account.country  # else from the timezone
         account.business_hours = routing.check_business_hours(
             acc.get("business_hours") or routing.DEFAULT_HOURS
         )

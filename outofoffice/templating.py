@@ -7,6 +7,8 @@ from urllib.parse import quote_plus
 
 import jinja2
 
+from outofoffice import countries
+
 TEMPLATES = Path(__file__).parent / "templates"
 NOT_DIALLED = re.compile(r"[^0-9+*#]")
 
@@ -23,6 +25,11 @@ def maps(address: str) -> str:
     return "https://www.google.com/maps/search/?api=1&query=" + quote_plus(address)
 
 
+def emergency(firm) -> tuple[str, ...]:
+    """The numbers a caller of this firm dials in danger (its country's)."""
+    return countries.emergency_numbers(getattr(firm, "country", "") or "")
+
+
 @cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -36,6 +43,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["tel"] = tel
     env.filters["maps"] = maps
+    env.filters["emergency"] = emergency
     return env
 
 

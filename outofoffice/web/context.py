@@ -138,6 +138,7 @@ class FirmCard:
     brand_colour: str
     logo_hash: str | None
     contact_phone: str
+    country: str
 
     @classmethod
     def of(cls, account) -> FirmCard:
@@ -147,6 +148,7 @@ class FirmCard:
             account.brand_colour,
             account.logo_hash,
             account.contact_phone,
+            account.country,
         )
 
 

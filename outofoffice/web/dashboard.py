@@ -16,6 +16,7 @@ from outofoffice import (
     accounts,
     billing,
     clock,
+    countries,
     db,
     dispatch,
     dispatch_list,
@@ -379,6 +380,14 @@ def _texts_callers() -> bool:
     return "sms" in instance().deliverers
 
 
+def country_choices(owner) -> list[tuple[str, str]]:
+    """The countries to choose from, with the firm's own first if the list lacks it."""
+    listed = countries.choices()
+    if owner.country and owner.country not in countries.COUNTRIES:
+        listed.insert(0, (owner.country, owner.country))
+    return listed
+
+
 def settings_page(form=None, errors=None, status=200, saved=False, hours=None):
     owner = require_owner()
     if form is None:
@@ -393,6 +402,7 @@ def settings_page(form=None, errors=None, status=200, saved=False, hours=None):
         weekdays=routing.WEEKDAYS,
         hours=hours,
         timezones=_timezone_groups(),
+        countries=country_choices(owner),
         colours=owner_setup.BRAND_COLOURS,
         texts_callers=_texts_callers(),
         logo_max_kb=owner_setup.LOGO_MAX // 1024,
