@@ -21,16 +21,6 @@ from outofoffice.keys import new_push_topic
 from outofoffice.models import Account, Category, Logo, Route, RouteVendor, Subject, Vendor
 from outofoffice.notify import NOTIFY
 
-SETTINGS_TEXT = (
-    "name",
-    "business_name",
-    "contact_phone",
-    "timezone",
-    "country",
-    "notify",
-    "brand_colour",
-)
-
 MAX_IMPORT_ROWS = 5000
 
 
@@ -375,6 +365,8 @@ SETTINGS_FIELDS = (
     "escalate_after_minutes",
     "brand_colour",
 )
+SETTINGS_NUMBERS = ("digest_hour", "escalate_after_minutes")
+SETTINGS_TEXT = tuple(key for key in SETTINGS_FIELDS if key not in SETTINGS_NUMBERS)
 # The colours a firm may give its pages: each keeps white text readable (4.5:1).
 BRAND_COLOURS = ("blue", "green", "red", "purple", "teal", "orange", "slate", "black")
 LOGO_MAX = 48 * 1024  # with the form around it, under the 64 KiB request limit
@@ -418,11 +410,8 @@ def save_settings(
         errors["business_hours"] = str(exc)
     if errors:
         raise ValidationError(errors)
-    changed = {key: values[key] for key in SETTINGS_TEXT} | {
-        "digest_hour": int(values["digest_hour"]),
-        "escalate_after_minutes": int(values["escalate_after_minutes"]),
-        "business_hours": hours,
-    }
+    changed = {key: values[key] for key in SETTINGS_TEXT}
+    changed |= {key: int(values[key]) for key in SETTINGS_NUMBERS} | {"business_hours": hours}
     if texts_callers:
         changed["caller_sms"] = bool(form.get("caller_sms"))
     with db.write():
